@@ -4,3 +4,4 @@
 //! client the filesystem uses).
 
 pub mod oss;
+pub mod server;

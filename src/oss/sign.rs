@@ -234,14 +234,17 @@ impl V4Signer<'_> {
     /// `query` holds the request's own parameters; the returned list is them plus the signature.
     pub fn presign(
         &self,
-        method: &str,
-        bucket: Option<&str>,
-        key: Option<&str>,
-        query: &[(String, String)],
-        headers: &HeaderMap,
+        request: &RequestParts<'_>,
         expires_secs: u64,
         additional: &[String],
     ) -> Vec<(String, String)> {
+        let RequestParts {
+            method,
+            bucket,
+            key,
+            query,
+            headers,
+        } = *request;
         let datetime = v4_datetime(self.now);
         let scope = v4_scope(&datetime[..8], self.region, self.product);
         let additional = v4_additional_headers(headers, additional);
@@ -949,15 +952,15 @@ mod tests {
             "content-type",
             HeaderValue::from_static("application/octet-stream"),
         );
-        let q = signer.presign(
-            "PUT",
-            Some("bucket"),
-            Some(KEY),
-            &vector_query(),
-            &h,
-            1702782276 - 1702781677,
-            &[],
-        );
+        let vq = vector_query();
+        let base = RequestParts {
+            method: "PUT",
+            bucket: Some("bucket"),
+            key: Some(KEY),
+            query: &vq,
+            headers: &h,
+        };
+        let q = signer.presign(&base, 1702782276 - 1702781677, &[]);
         let parts = RequestParts {
             method: "PUT",
             bucket: Some("bucket"),

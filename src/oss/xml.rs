@@ -79,9 +79,11 @@ fn push_elem(s: &mut String, name: &str, value: &str) {
     s.push_str(">\n");
 }
 
-/// `2020-05-18T05:45:47.000Z`, as listings and CopyObject results show times.
+/// `2020-05-18T05:45:47.000Z`, as listings and CopyObject results show times: whole seconds
+/// with a `.000` fraction (oss2 parses exactly that pattern).
 pub fn iso8601(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let whole = DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t);
+    whole.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +320,11 @@ mod tests {
 
     #[test]
     fn list_round_trip_with_odd_keys() {
-        let t = Utc.timestamp_millis_opt(1_589_780_747_123).unwrap();
+        let t = Utc.timestamp_millis_opt(1_589_780_747_000).unwrap();
+        assert_eq!(
+            iso8601(Utc.timestamp_millis_opt(1_589_780_747_999).unwrap()),
+            "2020-05-18T05:45:47.000Z"
+        );
         for url in [false, true] {
             let page = ListPage {
                 bucket: "b".into(),
@@ -342,7 +348,7 @@ mod tests {
             };
             let xml = page.to_xml();
             assert!(xml.contains("<KeyCount>2</KeyCount>"));
-            assert!(xml.contains("<LastModified>2020-05-18T05:45:47.123Z</LastModified>"));
+            assert!(xml.contains("<LastModified>2020-05-18T05:45:47.000Z</LastModified>"));
             if url {
                 assert!(xml.contains("%E6%97%A5%E5%BF%97%2Fa%2Bb%20%25~%2A%26%3C.log"));
             }
