@@ -162,7 +162,8 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Requests served per operation name (`AppendObject`, `HeadObject`, ...).
+    /// Requests per operation name (`AppendObject`, `HeadObject`, ...) that reached the
+    /// operation: injected resets and errors are not counted, lost responses are.
     pub fn stats(&self) -> BTreeMap<String, u64> {
         self.state.stats()
     }
