@@ -3,5 +3,7 @@
 //! pieces shared by both sides), [`server`] (the local OSS-compatible server), [`client`] (the OSS
 //! client the filesystem uses).
 
+pub mod client;
+pub mod fs;
 pub mod oss;
 pub mod server;

@@ -1,10 +1,12 @@
-//! The `appendfs` command: `serve` runs the local OSS-compatible server. See README.md for the
-//! command-line contract.
+//! The `appendfs` command: `mount` mounts a bucket, `serve` runs the local OSS-compatible
+//! server. README.md documents the command-line contract.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -24,8 +26,146 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Mount oss://BUCKET[/PREFIX] on MOUNTPOINT.
+    Mount(MountArgs),
     /// Run the local OSS-compatible server.
     Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// oss://BUCKET[/PREFIX]
+    url: String,
+    mountpoint: PathBuf,
+    /// OSS endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000.
+    #[arg(long, env = "OSS_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Region id for V4 signing; derived from oss-<region>[-internal].aliyuncs.com if omitted.
+    #[arg(long, env = "OSS_REGION")]
+    region: Option<String>,
+    /// Force path-style addressing (automatic for IP and localhost endpoints).
+    #[arg(long)]
+    path_style: bool,
+    /// Stay in the foreground; otherwise return once the mount is live.
+    #[arg(short, long)]
+    foreground: bool,
+    #[arg(long)]
+    read_only: bool,
+    /// Send buffered appends once their oldest byte is this old.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Send buffered appends once this many bytes are waiting (also the largest AppendObject).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    append_chunk: u64,
+    /// How old a HEAD result or directory listing may be before it is asked again.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    metadata_ttl: Duration,
+    /// Bound of the read block cache.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Bound of bytes accepted but not yet appended; writers wait above it.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_dirty: u64,
+    /// Owner shown for every file (default: the mounting user).
+    #[arg(long)]
+    uid: Option<u32>,
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Mode of files, octal.
+    #[arg(long, default_value = "0644", value_parser = parse_mode)]
+    file_mode: u16,
+    /// Mode of directories, octal.
+    #[arg(long, default_value = "0755", value_parser = parse_mode)]
+    dir_mode: u16,
+    /// Let other users access the mount.
+    #[arg(long)]
+    allow_other: bool,
+    /// Start the built-in OSS-compatible server (data in DIR, default a per-user data directory)
+    /// and mount through it.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    embedded: Option<String>,
+    /// ACL of objects this mount creates (default, private, public-read, public-read-write).
+    #[arg(long)]
+    acl: Option<String>,
+    /// Storage class of objects this mount creates (Standard, IA, Archive).
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Server-side encryption of objects this mount creates (AES256, KMS, SM4).
+    #[arg(long)]
+    sse: Option<String>,
+    /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other (expanded before parsing).
+    #[arg(short = 'o', value_name = "OPT[,OPT]")]
+    options: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 1s, 500ms, 2m)"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let v: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("{s:?}: {e} (examples: 8MiB, 256MiB, 1GiB)"))?;
+    if v.as_u64() == 0 {
+        return Err(format!("{s:?}: must be more than 0"));
+    }
+    Ok(v.as_u64())
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode such as 0644"))
+}
+
+/// Standard mount options that mean nothing here (fstab, mount(8)).
+const IGNORED_FSTAB: &[&str] = &[
+    "rw", "defaults", "nofail", "_netdev", "auto", "noauto", "user", "users", "nouser", "exec",
+    "noexec", "suid", "nosuid", "dev", "nodev", "async", "atime", "noatime", "relatime",
+];
+
+/// Turns `-o a=b,c` into `--a=b --c` so fstab-style options go through the same parser.
+fn expand_fstab_options(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let opts = if a == "-o" {
+            match it.next() {
+                Some(v) => v,
+                None => {
+                    out.push(a);
+                    continue;
+                }
+            }
+        } else if let Some(v) = a
+            .strip_prefix("-o")
+            .filter(|v| !v.is_empty() && !a.starts_with("--"))
+        {
+            v.to_string()
+        } else {
+            out.push(a);
+            continue;
+        };
+        for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if IGNORED_FSTAB.contains(&opt) {
+                continue;
+            }
+            let (name, value) = opt
+                .split_once('=')
+                .map_or((opt, None), |(n, v)| (n, Some(v)));
+            let name = if name == "ro" {
+                "read-only".to_string()
+            } else {
+                name.replace('_', "-")
+            };
+            out.push(match value {
+                Some(v) => format!("--{name}={v}"),
+                None => format!("--{name}"),
+            });
+        }
+    }
+    out
 }
 
 #[derive(Args)]
@@ -76,8 +216,13 @@ fn init_tracing() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(expand_fstab_options(std::env::args().collect()));
     init_tracing();
+    if let Command::Mount(args) = &cli.command {
+        if !args.foreground {
+            return daemonize();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,6 +235,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Mount(args) => runtime.block_on(mount(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,4 +291,173 @@ async fn wait_for_signal() -> std::io::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// Environment variable naming the pipe through which a background mount reports readiness.
+const READY_FD_ENV: &str = "APPENDFS_READY_FD";
+
+/// Without `--foreground`: runs the same command in the foreground as a detached child and
+/// returns once the child reports the mount live (exit 0) or failed (exit 1, with its message).
+fn daemonize() -> ExitCode {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::CommandExt;
+
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe() fills two descriptors we then own.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        eprintln!(
+            "appendfs: cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: both descriptors were just created and are owned here alone.
+    let (mut reader, writer) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // The read end must not leak into the child.
+    // SAFETY: plain fcntl on a descriptor we own.
+    unsafe { libc::fcntl(fds[0], libc::F_SETFD, libc::FD_CLOEXEC) };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("appendfs: cannot find own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--foreground".into());
+    let child = std::process::Command::new(exe)
+        .args(&args)
+        .env(READY_FD_ENV, fds[1].to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    drop(writer);
+    if let Err(e) = child {
+        eprintln!("appendfs: cannot start the mount process: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut msg = String::new();
+    let _ = reader.read_to_string(&mut msg);
+    if msg.trim() == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        let msg = msg.trim();
+        if msg.is_empty() {
+            eprintln!("appendfs: the mount process exited before the mount was live");
+        } else {
+            eprintln!("appendfs: {msg}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// Tells a waiting parent (if any) how the mount went.
+fn report_ready(outcome: &Result<(), String>) {
+    use std::io::Write as _;
+    use std::os::fd::FromRawFd;
+    let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // SAFETY: the parent passed us this descriptor for this one message; we take it once.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = match outcome {
+        Ok(()) => f.write_all(b"ok\n"),
+        Err(e) => f.write_all(e.as_bytes()),
+    };
+    std::env::remove_var(READY_FD_ENV);
+}
+
+async fn mount(args: MountArgs) -> anyhow::Result<()> {
+    use appendfs::client::CreateOptions;
+    use appendfs::fs::mount::{self as m, MountOptions};
+
+    let prepared = (|| -> anyhow::Result<MountOptions> {
+        let (bucket, prefix) = m::parse_bucket_url(&args.url)?;
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Ok(MountOptions {
+            bucket,
+            prefix,
+            mountpoint: args.mountpoint.clone(),
+            endpoint: args.endpoint.clone(),
+            region: args.region.clone(),
+            path_style: args.path_style,
+            read_only: args.read_only,
+            flush_interval: args.flush_interval,
+            append_chunk: args.append_chunk,
+            metadata_ttl: args.metadata_ttl,
+            cache_size: args.cache_size,
+            max_dirty: args.max_dirty,
+            uid: args.uid.unwrap_or(uid),
+            gid: args.gid.unwrap_or(gid),
+            file_mode: args.file_mode,
+            dir_mode: args.dir_mode,
+            allow_other: args.allow_other,
+            embedded: args
+                .embedded
+                .as_ref()
+                .map(|d| (!d.is_empty()).then(|| PathBuf::from(d))),
+            create: CreateOptions {
+                acl: args.acl.clone(),
+                storage_class: args.storage_class.clone(),
+                server_side_encryption: args.sse.clone(),
+                ..CreateOptions::default()
+            },
+        })
+    })();
+    let opts = match prepared {
+        Ok(o) => o,
+        Err(e) => {
+            report_ready(&Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let mounted = match m::mount(&opts).await {
+        Ok(x) => x,
+        Err(e) => {
+            report_ready(&Err(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    report_ready(&Ok(()));
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: flushing and unmounting"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: flushing and unmounting"); break; }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if mounted.ended() {
+                        tracing::info!("unmounted");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let problems = mounted.shutdown().await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        for p in &problems {
+            tracing::error!("{p}");
+        }
+        anyhow::bail!(
+            "{} buffered range(s) could not be appended:\n{}",
+            problems.len(),
+            problems.join("\n")
+        )
+    }
 }
