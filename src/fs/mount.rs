@@ -229,7 +229,16 @@ impl Mounted {
         let problems = self.core.flush_all().await;
         if let Some(session) = self.session.take() {
             let mp = self.mountpoint.clone();
-            let res = tokio::task::spawn_blocking(move || session.umount_and_join()).await;
+            // After an external `umount` the kernel side is already gone: only join.
+            let external = session.guard.is_finished();
+            let res = tokio::task::spawn_blocking(move || {
+                if external {
+                    session.join()
+                } else {
+                    session.umount_and_join()
+                }
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {}
                 other => {
