@@ -301,3 +301,46 @@ async fn age_triggers_a_flush_and_dirty_bytes_stay_bounded() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_lines_from_two_writers_are_all_kept() {
+    // Two mounts (two streams) appending the same line: a 409 caused by the other writer's
+    // identical bytes must not be mistaken for our own earlier success.
+    let (srv, client) = setup().await;
+    client
+        .append_object("hb", 0, Bytes::new(), &CreateOptions::default())
+        .await
+        .unwrap();
+    let budget = Arc::new(DirtyBudget::new(1 << 20));
+    let a = AppendStream::start(
+        "hb".into(),
+        0,
+        0,
+        client.clone(),
+        stream_cfg(1 << 20, 5),
+        budget.clone(),
+    );
+    let b = AppendStream::start(
+        "hb".into(),
+        0,
+        0,
+        client.clone(),
+        stream_cfg(1 << 20, 5),
+        budget,
+    );
+    let run = |s: Arc<AppendStream>| async move {
+        for _ in 0..150 {
+            let end = s.write(0, b"heartbeat\n", true).await.unwrap();
+            flush_all(&s, end).await.unwrap();
+        }
+    };
+    tokio::join!(run(a), run(b));
+    let got = content(&client, "hb").await;
+    assert_eq!(
+        got.len(),
+        300 * 10,
+        "every heartbeat of both writers exactly once"
+    );
+    assert!(got.chunks(10).all(|l| l == b"heartbeat\n"));
+    srv.shutdown().await;
+}

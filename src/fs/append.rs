@@ -536,12 +536,21 @@ impl AppendStream {
         self.progress.send_modify(|v| *v += 1);
     }
 
-    /// design.md's exactly-once rule. Returns the confirmed new (length, CRC).
+    /// design.md's exactly-once rule. Returns the object's confirmed (length, CRC) after the
+    /// chunk landed.
+    ///
+    /// A 409 answer is definite (that attempt did nothing), so only an earlier *ambiguous*
+    /// attempt can have landed; the chunk counts as landed only if such an attempt was made at
+    /// the position where its bytes are now found. Without that rule, a 409 caused by another
+    /// writer appending identical bytes (two hosts logging the same heartbeat line) would be
+    /// mistaken for our own success and the line lost.
     async fn append_exactly_once(&self, chunk: &Chunk) -> FsResult<(u64, u64)> {
         let started = Instant::now();
         let n = chunk.data.len() as u64;
         let chunk_crc = crc64::checksum(&chunk.data);
         let (mut position, mut crc) = self.remote();
+        // Position (and CRC before it) of an attempt whose outcome is unknown.
+        let mut ambiguous: Option<(u64, u64)> = None;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -558,7 +567,7 @@ impl AppendStream {
                 .client
                 .append_object(&self.key, position, chunk.data.clone(), &opts)
                 .await;
-            let resolve = match outcome {
+            let cause = match outcome {
                 Ok(out) => {
                     if out.next_position != position + n {
                         return Err(FsError::Io(format!(
@@ -566,20 +575,22 @@ impl AppendStream {
                             self.key, out.next_position, out.request_id
                         )));
                     }
-                    match out.crc64 {
-                        Some(c) if c != expected_crc => {
-                            return Err(FsError::Io(format!(
-                                "AppendObject {:?} at {position}: CRC-64 {c} from OSS, {expected_crc} expected: data corrupted [request id {}]",
-                                self.key, out.request_id
-                            )));
-                        }
-                        _ => return Ok((position + n, expected_crc)),
-                    }
+                    return match out.crc64 {
+                        Some(c) if c != expected_crc => Err(FsError::Io(format!(
+                            "AppendObject {:?} at {position}: CRC-64 {c} from OSS, {expected_crc} expected: data corrupted [request id {}]",
+                            self.key, out.request_id
+                        ))),
+                        _ => Ok((position + n, expected_crc)),
+                    };
                 }
-                Err(e) if e.is_ambiguous() || e.code() == Some("PositionNotEqualToLength") => e,
+                Err(e) if e.is_ambiguous() => {
+                    ambiguous = Some((position, crc));
+                    e
+                }
+                Err(e) if e.code() == Some("PositionNotEqualToLength") => e,
                 Err(e) => return Err(e.into()),
             };
-            tracing::warn!(key = %self.key, position, bytes = n, attempt, error = %resolve, "append outcome unclear; checking the object");
+            tracing::warn!(key = %self.key, position, bytes = n, attempt, error = %cause, "append outcome unclear; checking the object");
             let meta = self.head_until_answered(started).await?;
             if meta.object_type != Some(ObjectType::Appendable) {
                 return Err(FsError::NotPermitted(format!(
@@ -588,10 +599,19 @@ impl AppendStream {
                 )));
             }
             let len = meta.next_append_position.unwrap_or(meta.size);
-            let landed = len == position + n && meta.crc64.is_none_or(|c| c == expected_crc);
-            if landed {
-                tracing::info!(key = %self.key, position, bytes = n, "the earlier attempt had landed");
-                return Ok((position + n, expected_crc));
+            if let Some((at, crc_before)) = ambiguous {
+                if self
+                    .landed_at(at, crc_before, chunk_crc, n, len, meta.crc64)
+                    .await?
+                {
+                    tracing::info!(key = %self.key, position = at, bytes = n, "the earlier attempt had landed");
+                    let end_crc = if len == at + n {
+                        crc64::combine(crc_before, chunk_crc, n)
+                    } else {
+                        meta.crc64.unwrap_or(0)
+                    };
+                    return Ok((len, end_crc));
+                }
             }
             let unchanged = len == position && meta.crc64.is_none_or(|c| c == crc);
             if !unchanged {
@@ -607,13 +627,42 @@ impl AppendStream {
             }
             if started.elapsed() > self.config.give_up_after {
                 return Err(FsError::Io(format!(
-                    "gave up appending to {:?} after {attempt} attempts: {resolve}",
+                    "gave up appending to {:?} after {attempt} attempts: {cause}",
                     self.key
                 )));
             }
             let backoff = Duration::from_millis((20u64 << attempt.min(6)).min(1000));
             tokio::time::sleep(backoff).await;
         }
+    }
+
+    /// Whether our chunk (`n` bytes with CRC `chunk_crc`) sits at `at` in the object, whose
+    /// length is now `len`: by the whole-object CRC when it ends there, else by reading it back.
+    async fn landed_at(
+        &self,
+        at: u64,
+        crc_before: u64,
+        chunk_crc: u64,
+        n: u64,
+        len: u64,
+        head_crc: Option<u64>,
+    ) -> FsResult<bool> {
+        if len < at + n {
+            return Ok(false);
+        }
+        if len == at + n {
+            return Ok(head_crc.is_none_or(|c| c == crc64::combine(crc_before, chunk_crc, n)));
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+        let range = crate::client::RangeSpec::FromTo(at, at + n - 1);
+        let data = self
+            .client
+            .get_object_bytes(&self.key, Some(range))
+            .await?
+            .data;
+        Ok(data.len() as u64 == n && crc64::checksum(&data) == chunk_crc)
     }
 
     async fn head_until_answered(&self, started: Instant) -> FsResult<crate::oss::ObjectMeta> {
