@@ -31,12 +31,15 @@ pub fn decode(s: &str) -> Option<String> {
 }
 
 /// Splits a raw query string into decoded `(name, value)` pairs; `k` and `k=` both give `("k", "")`.
+/// A `+` is a space here, as form encoding has it: oss2 (through `requests`) sends spaces in
+/// `prefix=` that way and a literal plus as `%2B`.
 pub fn parse_query(raw: &str) -> Option<Vec<(String, String)>> {
+    let part = |s: &str| decode(&s.replace('+', " "));
     raw.split('&')
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((decode(k)?, decode(v)?))
+            Some((part(k)?, part(v)?))
         })
         .collect()
 }
@@ -80,5 +83,9 @@ mod tests {
             ]
         );
         assert_eq!(parse_query(&build_query(&q)).unwrap(), q);
+        assert_eq!(
+            parse_query("prefix=a+b%2Bc").unwrap(),
+            vec![("prefix".into(), "a b+c".into())]
+        );
     }
 }

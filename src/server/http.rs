@@ -418,55 +418,61 @@ pub async fn handle(
         .unwrap_or_default();
     let head = parts.method == Method::HEAD;
     let span = tracing::info_span!("oss_request", id = %id, method = %parts.method, path = %parts.uri.path());
-    let _enter = span.enter();
     if decision.reset {
+        let _e = span.enter();
         tracing::info!("fault: reset");
         return Err(DropConnection("reset"));
     }
-    if decision.error500 {
+    // The body stays here until an operation takes it, so that an answer sent before reading
+    // it can still leave the connection usable.
+    let mut unread = Some(body);
+    let result: Result<Response<Body>, OssError> = if decision.error500 {
+        let _e = span.enter();
         tracing::info!("fault: error500");
-        let e =
-            OssError::internal("We encountered an internal error. Please try again. (injected)");
-        return Ok(finish(e.into_response(&id, &host, head), &id));
-    }
-    if decision.throttle503 {
+        Err(OssError::internal(
+            "We encountered an internal error. Please try again. (injected)",
+        ))
+    } else if decision.throttle503 {
+        let _e = span.enter();
         tracing::info!("fault: throttle503");
-        let e = OssError::new(
+        Err(OssError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
             "Please reduce your request rate. (injected)",
-        );
-        return Ok(finish(e.into_response(&id, &host, head), &id));
-    }
-    drop(_enter);
-
-    let result = async {
-        let (bucket, key) = address(&host, parts.uri.path(), |b| state.bucket_exists(b))?;
-        let query = parse_query(parts.uri.query().unwrap_or("")).ok_or_else(|| {
-            OssError::invalid_argument("query string is not valid percent-encoded UTF-8")
-        })?;
-        let mut req = OssRequest {
-            id: id.clone(),
-            method: parts.method.clone(),
-            host: host.clone(),
-            bucket,
-            key,
-            query,
-            headers: parts.headers.clone(),
-            body: Some(body),
-        };
-        authenticate(&state, &req)?;
-        super::ops::dispatch(&state, &mut req).await
-    }
-    .instrument_in(span.clone())
-    .await;
+        ))
+    } else {
+        async {
+            let (bucket, key) = address(&host, parts.uri.path(), |b| state.bucket_exists(b))?;
+            let query = parse_query(parts.uri.query().unwrap_or("")).ok_or_else(|| {
+                OssError::invalid_argument("query string is not valid percent-encoded UTF-8")
+            })?;
+            let mut req = OssRequest {
+                id: id.clone(),
+                method: parts.method.clone(),
+                host: host.clone(),
+                bucket,
+                key,
+                query,
+                headers: parts.headers.clone(),
+                body: unread.take(),
+            };
+            let res = match authenticate(&state, &req) {
+                Ok(()) => super::ops::dispatch(&state, &mut req).await,
+                Err(e) => Err(e),
+            };
+            unread = req.body.take();
+            res
+        }
+        .instrument_in(span.clone())
+        .await
+    };
 
     if decision.lost_response {
         let _e = span.enter();
         tracing::info!("fault: lost-response (request applied, answer dropped)");
         return Err(DropConnection("lost-response"));
     }
-    let resp = match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             let _e = span.enter();
@@ -474,7 +480,29 @@ pub async fn handle(
             e.into_response(&id, &host, head)
         }
     };
+    if let Some(body) = unread {
+        if !drain(body).await {
+            // hyper cannot reuse a connection with an unread body: say so instead of closing
+            // silently under a client that would send its next request there.
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     Ok(finish(resp, &id))
+}
+
+/// Reads and discards a request body that no operation consumed, if it is small and arrives
+/// promptly; `false` when the connection must be closed instead.
+async fn drain(body: Incoming) -> bool {
+    const LIMIT: usize = 16 * 1024 * 1024;
+    if hyper::body::Body::size_hint(&body).lower() > LIMIT as u64 {
+        return false; // declared too large: not worth waiting for
+    }
+    let limited = http_body_util::Limited::new(body, LIMIT);
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await,
+        Ok(Ok(_))
+    )
 }
 
 trait InstrumentIn: std::future::Future + Sized {

@@ -361,6 +361,29 @@ async fn append(
     };
     check_declared_length(req)?;
     let attrs = create_attrs(req, key)?;
+    // Refuse a doomed append before reading its body (which may be large). The store checks
+    // again, atomically, when applying.
+    let declared = req
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let (b, k) = (bucket.to_string(), key.to_string());
+    let current = state
+        .run(move |s| s.head(&b, &k).map_err(|e| OssError::from_store(e, &b, &k)))
+        .await?;
+    let early = match &current {
+        Some(cur) if cur.object_type != ObjectType::Appendable => Some(StoreError::NotAppendable),
+        Some(cur) if cur.size != position => Some(StoreError::PositionMismatch {
+            position,
+            length: cur.size,
+        }),
+        _ if declared.is_some_and(|n| position.saturating_add(n) > MAX_OBJECT_SIZE) => {
+            Some(StoreError::TooLarge)
+        }
+        _ => None,
+    };
+    if let Some(e) = early {
+        return Err(OssError::from_store(e, bucket, key));
+    }
     let body = req.take_body().await?;
     check_md5(req, &body)?;
     let (b, k) = (bucket.to_string(), key.to_string());
