@@ -2,9 +2,11 @@
 //! combinable without the bytes (the append stream checks each response against
 //! `combine(previous, crc(chunk), len)`).
 
-use crc::{Crc, CRC_64_XZ};
+use crc::{Crc, Table, CRC_64_XZ};
 
-const ALGO: Crc<u64> = Crc::<u64>::new(&CRC_64_XZ);
+/// Slice-by-16 tables: several times faster than bytewise, and every appended byte passes here
+/// on both client and server.
+const ALGO: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_XZ);
 /// Reflected ECMA-182 polynomial, as the bit-serial register sees it.
 const POLY_REFLECTED: u64 = 0xC96C_5795_D787_0F42;
 
@@ -17,7 +19,7 @@ pub fn checksum(data: &[u8]) -> u64 {
 /// CRC), so the client and server never re-read the object to extend it.
 #[derive(Clone)]
 pub struct Crc64 {
-    digest: crc::Digest<'static, u64>,
+    digest: crc::Digest<'static, u64, Table<16>>,
 }
 
 impl Crc64 {
