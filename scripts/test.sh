@@ -32,4 +32,4 @@ APPENDFS_BIN="$REPO/target/debug/appendfs" .venv/bin/pytest -q tests/conformance
 
 step "Rust tests: unit, server, client, append stream, FUSE mounts"
 # Two threads: the machine has two cores and the mount tests start servers and mounts.
-cargo test --locked -- --test-threads=2
+cargo test --locked --all-targets -- --test-threads=2

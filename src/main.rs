@@ -240,7 +240,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("appendfs: {e:#}");
+            // A background mount's parent prints the error it was sent (report_ready); printing
+            // it here too showed it twice on the same terminal, the two copies interleaved.
+            if !ERROR_REPORTED.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("appendfs: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -296,6 +300,9 @@ async fn wait_for_signal() -> std::io::Result<()> {
 /// Environment variable naming the pipe through which a background mount reports readiness.
 const READY_FD_ENV: &str = "APPENDFS_READY_FD";
 
+/// Set once this process has sent its failure to a waiting parent, which then prints it.
+static ERROR_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Without `--foreground`: runs the same command in the foreground as a detached child and
 /// returns once the child reports the mount live (exit 0) or failed (exit 1, with its message).
 fn daemonize() -> ExitCode {
@@ -339,21 +346,33 @@ fn daemonize() -> ExitCode {
         .process_group(0)
         .spawn();
     drop(writer);
-    if let Err(e) = child {
-        eprintln!("appendfs: cannot start the mount process: {e}");
-        return ExitCode::FAILURE;
-    }
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("appendfs: cannot start the mount process: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut msg = String::new();
     let _ = reader.read_to_string(&mut msg);
     if msg.trim() == "ok" {
         ExitCode::SUCCESS
     } else {
-        let msg = msg.trim();
-        if msg.is_empty() {
-            eprintln!("appendfs: the mount process exited before the mount was live");
-        } else {
-            eprintln!("appendfs: {msg}");
+        // The child is ending: let it finish (briefly bounded), so that when this command
+        // reports the failure no mount process of it is left running and its last log lines
+        // are out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
+        let msg = msg.trim();
+        let line = if msg.is_empty() {
+            "appendfs: the mount process exited before the mount was live\n".to_string()
+        } else {
+            format!("appendfs: {msg}\n")
+        };
+        // One write, so the line is not cut up by what the ending child still logs.
+        let _ = std::io::stderr().write_all(line.as_bytes());
         ExitCode::FAILURE
     }
 }
@@ -370,10 +389,13 @@ fn report_ready(outcome: &Result<(), String>) {
     };
     // SAFETY: the parent passed us this descriptor for this one message; we take it once.
     let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
-    let _ = match outcome {
+    let sent = match outcome {
         Ok(()) => f.write_all(b"ok\n"),
         Err(e) => f.write_all(e.as_bytes()),
     };
+    if outcome.is_err() && sent.is_ok() {
+        ERROR_REPORTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
     std::env::remove_var(READY_FD_ENV);
 }
 

@@ -200,6 +200,14 @@ impl AppendStream {
         st.position + st.inflight.as_ref().map_or(0, |b| b.len() as u64) + st.pending_len
     }
 
+    /// The confirmed length and the bytes in flight or buffered after it, read together (two
+    /// separate reads can straddle a confirmation or a replacement).
+    pub fn local_span(&self) -> (u64, u64) {
+        let st = self.lock();
+        let local = st.inflight.as_ref().map_or(0, |b| b.len() as u64) + st.pending_len;
+        (st.position, local)
+    }
+
     /// Length and CRC last confirmed by OSS.
     pub fn remote(&self) -> (u64, u64) {
         let st = self.lock();
@@ -251,11 +259,16 @@ impl AppendStream {
         });
         st.pending_len += n;
         st.accepted += n;
+        // The first byte of a new batch starts the flush-interval clock. The uploader sleeps
+        // without a deadline while nothing is pending, so it must be told, or bytes of a writer
+        // that keeps its file open (a logger) waited for the chunk to fill or the file to close,
+        // and `tail -f` elsewhere never saw them.
+        let first = st.oldest.is_none();
         st.oldest.get_or_insert_with(Instant::now);
         let end = st.accepted;
         let full = st.pending_len >= self.config.chunk_size;
         drop(st);
-        if full {
+        if full || first {
             self.wake.notify_one();
         }
         Ok(end)
@@ -631,8 +644,14 @@ impl AppendStream {
                     self.key
                 )));
             }
-            let backoff = Duration::from_millis((20u64 << attempt.min(6)).min(1000));
-            tokio::time::sleep(backoff).await;
+            // Back off only when nothing moved (the server is in trouble). When another writer
+            // moved the end, retry at once: it made progress, so nothing is stuck, and any pause
+            // lets a busy writer move the end again, so this one kept losing the race and was
+            // starved (two mounts appending in loops: one waited for the other to finish).
+            if unchanged {
+                let backoff = Duration::from_millis((20u64 << attempt.min(6)).min(1000));
+                tokio::time::sleep(backoff).await;
+            }
         }
     }
 

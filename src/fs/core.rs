@@ -186,8 +186,9 @@ impl Core {
     fn file_attr(&self, ino: u64, meta: &FileMeta) -> Attr {
         let size = match lock(&self.streams).get(&ino) {
             Some(s) => {
-                let (position, _) = s.remote();
-                let local = s.logical_size() - position;
+                // One snapshot: a confirmation or a truncate between two separate reads
+                // could make `logical - position` underflow.
+                let (position, local) = s.local_span();
                 meta.size.max(position) + local
             }
             None => meta.size,
@@ -267,7 +268,10 @@ impl Core {
             }
             Err(e) if e.is_no_such_key() => {
                 // Still being written here? Then it exists as far as this mount is concerned.
-                if let Some(s) = lock(&self.streams).get(&ino) {
+                // Clone out first: holding `streams` while taking `nodes` would invert the lock
+                // order used elsewhere (nodes, then streams).
+                let stream = lock(&self.streams).get(&ino).cloned();
+                if let Some(s) = stream {
                     if !s.is_idle() {
                         let nodes = lock(&self.nodes);
                         if let Some(m) = nodes.by_ino.get(&ino).and_then(|n| n.meta.clone()) {
@@ -694,6 +698,13 @@ impl Core {
         {
             let mut nodes = lock(&self.nodes);
             nodes.rename(src_attr.ino, &dst);
+            // The cached attributes describe the source as it was before its stream's appends
+            // (e.g. the empty object `create` made) and the stream is dropped below, so they
+            // would show a stale size (`cat` after `mv` read nothing) until the metadata TTL
+            // ran out. Forget them: the next getattr asks HEAD of the new key.
+            if let Some(n) = nodes.by_ino.get_mut(&src_attr.ino) {
+                n.meta = None;
+            }
             nodes.invalidate_listing(parent_path(&src));
             nodes.invalidate_listing(parent_path(&dst));
             nodes.negative.insert(src.clone(), Instant::now());
@@ -944,63 +955,76 @@ impl Core {
             }
             _ => return Err(FsError::BadHandle),
         };
-        let (path, generation, meta) = {
-            let nodes = lock(&self.nodes);
-            let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
-            (n.path.clone(), n.generation, n.meta.clone())
-        };
-        let remote = match meta {
-            Some(m) => m.value.size,
-            None => self.file_meta(ino, false).await?.size,
-        };
-        let stream = lock(&self.streams).get(&ino).cloned();
-        // Bytes of this mount's own appends not yet confirmed start at the larger of the two
-        // lengths (an idle stream adopts newer remote lengths).
-        let (base, local) = match &stream {
-            Some(s) => {
-                let (p, _) = s.remote();
-                (remote.max(p), s.logical_size() - p)
-            }
-            None => (remote, 0),
-        };
-        let want_end = offset + size as u64;
-        let mut out = BytesMut::new();
-        if offset < base {
-            let data = self
-                .cache
-                .read(&path, ino, generation, offset, size as u64, base)
-                .await?;
-            let short = (data.len() as u64) < want_end.min(base) - offset;
-            out.extend_from_slice(&data);
-            if short {
-                return Ok(out.freeze());
-            }
-            if sequential && window > 0 {
-                let next = want_end.min(base).div_ceil(BLOCK);
-                for index in next..next + window {
-                    let start = index * BLOCK;
-                    if start >= base {
-                        break;
+        // The bytes past the confirmed length are read from the append stream by absolute
+        // stream offset: the local byte at file offset `base + k` is at stream offset `p + k`,
+        // with the `p` that `base` was computed from. (Reading the position again after the
+        // GET below shifted them by whatever was confirmed meanwhile: `cat` on the mount of a
+        // file being written saw later lines in place of earlier ones.) If the bytes were
+        // confirmed meanwhile they are remote now, and the read is computed again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (path, generation, meta) = {
+                let nodes = lock(&self.nodes);
+                let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
+                (n.path.clone(), n.generation, n.meta.clone())
+            };
+            let remote = match meta {
+                Some(m) => m.value.size,
+                None => self.file_meta(ino, false).await?.size,
+            };
+            let stream = lock(&self.streams).get(&ino).cloned();
+            // Bytes of this mount's own appends not yet confirmed start at the larger of the two
+            // lengths (an idle stream adopts newer remote lengths).
+            let (base, local, p) = match &stream {
+                Some(s) => {
+                    let (p, local) = s.local_span();
+                    (remote.max(p), local, p)
+                }
+                None => (remote, 0, 0),
+            };
+            let want_end = offset + size as u64;
+            let mut out = BytesMut::new();
+            if offset < base {
+                let data = self
+                    .cache
+                    .read(&path, ino, generation, offset, size as u64, base)
+                    .await?;
+                let short = (data.len() as u64) < want_end.min(base) - offset;
+                out.extend_from_slice(&data);
+                if short {
+                    return Ok(out.freeze());
+                }
+                if sequential && window > 0 {
+                    let next = want_end.min(base).div_ceil(BLOCK);
+                    for index in next..next + window {
+                        let start = index * BLOCK;
+                        if start >= base {
+                            break;
+                        }
+                        let bk = BlockKey {
+                            ino,
+                            generation,
+                            index,
+                        };
+                        self.cache.prefetch(&path, bk, (base - start).min(BLOCK));
                     }
-                    let bk = BlockKey {
-                        ino,
-                        generation,
-                        index,
-                    };
-                    self.cache.prefetch(&path, bk, (base - start).min(BLOCK));
                 }
             }
-        }
-        if want_end > base && local > 0 {
-            let from = offset.max(base);
-            if let Some(s) = &stream {
-                let (p, _) = s.remote();
-                if let Some(bytes) = s.read_local(p + (from - base), want_end - from) {
-                    out.extend_from_slice(&bytes);
+            if want_end > base && local > 0 {
+                let from = offset.max(base);
+                if let Some(s) = &stream {
+                    match s.read_local(p + (from - base), want_end - from) {
+                        Some(bytes) => out.extend_from_slice(&bytes),
+                        // Confirmed meanwhile: now below the remote length.
+                        None if attempt < 3 => continue,
+                        // Still moving: a short read, never wrong bytes.
+                        None => {}
+                    }
                 }
             }
+            return Ok(out.freeze());
         }
-        Ok(out.freeze())
     }
 
     pub async fn write(

@@ -121,6 +121,13 @@ impl Nodes {
             }
         };
         self.negative.remove(path);
+        // Negative entries are keyed by the name without the `/` (lookup tries the name as a
+        // directory and as a file at once). `mkdir` first looks the name up, which records it
+        // absent; without this, the new directory stayed "absent" for the next lookup of it
+        // (`rename` of it: ENOENT instead of EXDEV, so `mv dir other` failed) for a whole TTL.
+        if let Some(name) = path.strip_suffix('/') {
+            self.negative.remove(name);
+        }
         self.by_ino.get_mut(&ino).expect("inserted above")
     }
 
