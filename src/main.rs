@@ -93,6 +93,10 @@ struct MountArgs {
     /// Server-side encryption of objects this mount creates (AES256, KMS, SM4).
     #[arg(long)]
     sse: Option<String>,
+    /// Log here instead of stderr (appended). A background mount logs to
+    /// ~/.local/state/appendfs/mount.log unless this is given.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other (expanded before parsing).
     #[arg(short = 'o', value_name = "OPT[,OPT]")]
     options: Vec<String>,
@@ -206,22 +210,68 @@ enum CopyMode {
     Reject,
 }
 
-fn init_tracing() {
+/// Logs go to stderr, or to `log_file` (appended) when given; colour only on a terminal.
+fn init_tracing(log_file: Option<&std::path::Path>) -> Result<(), String> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match log_file {
+        Some(path) => {
+            let file = open_log(path)?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    Ok(())
+}
+
+fn open_log(path: &std::path::Path) -> Result<std::fs::File, String> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+}
+
+/// Where a background mount logs unless `--log-file` says otherwise:
+/// `$XDG_STATE_HOME/appendfs/mount.log`, else `~/.local/state/appendfs/mount.log`.
+fn default_log_file() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/log"))
+                .join(".local/state")
+        });
+    base.join("appendfs/mount.log")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(expand_fstab_options(std::env::args().collect()));
-    init_tracing();
     if let Command::Mount(args) = &cli.command {
         if !args.foreground {
-            return daemonize();
+            return daemonize(args.log_file.clone(), default_log_file());
         }
+    }
+    let log_file = match &cli.command {
+        Command::Mount(args) => args.log_file.clone(),
+        Command::Serve(_) => None,
+    };
+    if let Err(e) = init_tracing(log_file.as_deref()) {
+        eprintln!("appendfs: {e}");
+        return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -303,9 +353,12 @@ const READY_FD_ENV: &str = "APPENDFS_READY_FD";
 /// Set once this process has sent its failure to a waiting parent, which then prints it.
 static ERROR_REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Without `--foreground`: runs the same command in the foreground as a detached child and
-/// returns once the child reports the mount live (exit 0) or failed (exit 1, with its message).
-fn daemonize() -> ExitCode {
+/// Without `--foreground`: runs the same command in the foreground as a detached child that logs
+/// to `log_file` (not to the caller's stderr, which `$(appendfs mount ...)` would otherwise wait
+/// on until unmount), and returns once the child reports the mount live (exit 0) or failed
+/// (exit 1, with its message).
+fn daemonize(given_log_file: Option<PathBuf>, default: PathBuf) -> ExitCode {
+    let log_file = given_log_file.clone().unwrap_or(default);
     use std::io::Read;
     use std::os::fd::FromRawFd;
     use std::os::unix::process::CommandExt;
@@ -336,13 +389,25 @@ fn daemonize() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log = match open_log(&log_file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("appendfs: {e} (choose another with --log-file)");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     args.push("--foreground".into());
+    if given_log_file.is_none() {
+        args.push(format!("--log-file={}", log_file.display()));
+    }
     let child = std::process::Command::new(exe)
         .args(&args)
         .env(READY_FD_ENV, fds[1].to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
+        // Panics and anything else written to stderr end up beside the log.
+        .stderr(log)
         .process_group(0)
         .spawn();
     drop(writer);

@@ -1751,6 +1751,59 @@ fn background_mount_fails_fast_and_clearly() {
 /// With a good configuration `appendfs mount` (no -f) exits 0 once the mount is live; `umount`
 /// then ends the daemon after flushing.
 #[test]
+fn background_mount_releases_the_callers_output_and_logs_to_its_file() {
+    // `out=$(appendfs mount ...)` must return once the mount is live: the daemon may not keep
+    // the caller's stdout/stderr pipe open. Its log goes to --log-file instead.
+    let oss = Oss::start();
+    let bg = Background::new();
+    let log = bg.dir.path().join("daemon.log");
+    let cmd = mount_command(
+        &oss.endpoint(),
+        &format!("oss://{BUCKET}"),
+        &bg.mountpoint,
+        &[&format!("--log-file={}", log.display())],
+    );
+    let line = format!(
+        "out=$({} 2>&1); echo \"rc=$? out=[$out]\"",
+        shell_words(&cmd)
+    );
+    let o = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?)))),
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("rc=0 out=[]"), "{stdout} {}", o.stderr);
+    assert!(is_mounted(&bg.mountpoint));
+    sh_ok(&bg.mountpoint, "echo logged >> l.log");
+    let daemons = bg.daemons();
+    let um = run(Command::new("umount").arg(&bg.mountpoint), SHORT);
+    assert!(um.ok(), "umount: {}", um.stderr);
+    let deadline = Instant::now() + UNMOUNT;
+    while daemons.iter().any(|d| !is_gone(*d)) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit after umount"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).expect("the daemon wrote its log file");
+    assert!(text.contains("mounted"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no colour codes in a log file");
+}
+
+/// A command line as `sh` would need it: program and arguments, each single-quoted.
+fn shell_words(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
 fn background_mount_returns_when_live_and_ends_on_umount() {
     let oss = Oss::start();
     let bg = Background::new();

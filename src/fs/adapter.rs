@@ -469,7 +469,8 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EPERM);
+        // ENOTSUP, not EPERM: `cp -a` and `mv` then skip copying attributes quietly.
+        reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -511,7 +512,7 @@ impl Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+        reply.error(Errno::from_i32(libc::ENOTSUP));
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
