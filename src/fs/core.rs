@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::append::{AppendStream, DirtyBudget, StreamConfig, WriteMark};
 use super::error::{FsError, FsResult};
 use super::namespace::{parent_path, valid_name, Cached, FileMeta, Kind, Listing, Nodes, ROOT};
-use super::reader::{BlockCache, BlockKey, BLOCK, MAX_WINDOW};
+use super::reader::{BlockCache, BLOCK, MAX_WINDOW};
 use crate::client::{Client, ClientError, CreateOptions, RangeSpec};
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
@@ -986,30 +986,21 @@ impl Core {
             let want_end = offset + size as u64;
             let mut out = BytesMut::new();
             if offset < base {
+                // Prefetch first, so the window's GETs run alongside this read's own.
+                if sequential && window > 0 {
+                    let next = want_end.min(base).div_ceil(BLOCK);
+                    self.cache
+                        .prefetch(&path, ino, generation, next, window, base);
+                }
                 let data = self
                     .cache
                     .read(&path, ino, generation, offset, size as u64, base)
                     .await?;
                 let short = (data.len() as u64) < want_end.min(base) - offset;
+                if short || want_end <= base || local == 0 {
+                    return Ok(data); // all of it remote: no copy
+                }
                 out.extend_from_slice(&data);
-                if short {
-                    return Ok(out.freeze());
-                }
-                if sequential && window > 0 {
-                    let next = want_end.min(base).div_ceil(BLOCK);
-                    for index in next..next + window {
-                        let start = index * BLOCK;
-                        if start >= base {
-                            break;
-                        }
-                        let bk = BlockKey {
-                            ino,
-                            generation,
-                            index,
-                        };
-                        self.cache.prefetch(&path, bk, (base - start).min(BLOCK));
-                    }
-                }
             }
             if want_end > base && local > 0 {
                 let from = offset.max(base);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
+use tracing::Instrument;
 
 use super::error::{FsError, FsResult};
 use crate::client::{Client, RangeSpec};
@@ -18,6 +19,8 @@ use crate::client::{Client, RangeSpec};
 pub const BLOCK: u64 = 1024 * 1024;
 /// Most blocks prefetched ahead of a sequential reader.
 pub const MAX_WINDOW: u64 = 16;
+/// Most blocks fetched by one prefetch GET.
+pub const RUN_BLOCKS: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockKey {
@@ -74,70 +77,153 @@ impl BlockCache {
             match inner.inflight.get(&bk) {
                 Some((len, f)) if *len >= want => f.clone(),
                 _ => {
-                    let f = self.clone().start(key.to_string(), bk, want);
-                    inner.inflight.insert(bk, (want, f.clone()));
-                    f
+                    let mut fetches = self.start_run(&mut inner, key, &[(bk, want)]);
+                    fetches.pop().expect("one block asked, one fetch")
                 }
             }
         };
         fetch.await
     }
 
-    /// Starts fetching blocks in the background (sequential prefetch).
-    pub fn prefetch(self: &Arc<Self>, key: &str, bk: BlockKey, want: u64) {
-        let mut inner = self.lock();
-        if inner.lru.peek(&bk).is_some_and(|b| b.len() as u64 >= want)
-            || inner.inflight.get(&bk).is_some_and(|(l, _)| *l >= want)
-        {
-            return;
-        }
-        let f = self.clone().start(key.to_string(), bk, want);
-        inner.inflight.insert(bk, (want, f.clone()));
-        drop(inner);
-        tokio::spawn(async move {
-            let _ = f.await;
-        });
+    fn present(inner: &Inner, bk: &BlockKey, want: u64) -> bool {
+        inner.lru.peek(bk).is_some_and(|b| b.len() as u64 >= want)
+            || inner.inflight.get(bk).is_some_and(|(l, _)| *l >= want)
     }
 
-    fn start(self: Arc<Self>, key: String, bk: BlockKey, want: u64) -> Fetch {
-        let first = bk.index * BLOCK;
-        async move {
-            let span =
-                tracing::debug_span!("block_fetch", key = %key, block = bk.index, bytes = want);
-            let _e = span.enter();
-            let res = self
+    /// Starts fetching `count` blocks from `first` in the background (sequential prefetch).
+    /// Consecutive missing blocks go out as one ranged GET of up to [`RUN_BLOCKS`] blocks, so a
+    /// sequential reader costs a request per several MiB rather than per block.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        key: &str,
+        ino: u64,
+        generation: u64,
+        first: u64,
+        count: u64,
+        size: u64,
+    ) {
+        let mut inner = self.lock();
+        let key_of = |index| BlockKey {
+            ino,
+            generation,
+            index,
+        };
+        // Refill only when less than half the window is already there or coming: the refill is
+        // then a few large GETs, not one small GET per block read.
+        let ahead = (first..first + count)
+            .take_while(|&i| {
+                let start = i * BLOCK;
+                start < size && Self::present(&inner, &key_of(i), (size - start).min(BLOCK))
+            })
+            .count() as u64;
+        if ahead > 0 && ahead * 2 >= count {
+            return;
+        }
+        let mut run: Vec<(BlockKey, u64)> = Vec::new();
+        let mut started = Vec::new();
+        for index in first + ahead..first + count {
+            let start = index * BLOCK;
+            if start >= size {
+                break;
+            }
+            let bk = key_of(index);
+            let want = (size - start).min(BLOCK);
+            if Self::present(&inner, &bk, want) {
+                if !run.is_empty() {
+                    started.extend(self.start_run(&mut inner, key, &run));
+                    run.clear();
+                }
+                continue;
+            }
+            run.push((bk, want));
+            if run.len() as u64 == RUN_BLOCKS {
+                started.extend(self.start_run(&mut inner, key, &run));
+                run.clear();
+            }
+        }
+        if !run.is_empty() {
+            started.extend(self.start_run(&mut inner, key, &run));
+        }
+        drop(inner);
+        for f in started {
+            tokio::spawn(async move {
+                let _ = f.await;
+            });
+        }
+    }
+
+    /// One GET for consecutive blocks; returns a shared fetch per block, each registered as in
+    /// flight, each storing its block in the LRU when done.
+    fn start_run(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        key: &str,
+        blocks: &[(BlockKey, u64)],
+    ) -> Vec<Fetch> {
+        let first = blocks[0].0.index * BLOCK;
+        let total: u64 = blocks.iter().map(|(_, w)| w).sum();
+        let span = tracing::debug_span!("block_fetch", key = %key, first_block = blocks[0].0.index, blocks = blocks.len(), bytes = total);
+        let this = self.clone();
+        let key = key.to_string();
+        let run = async move {
+            match this
                 .client
-                .get_object_bytes(&key, Some(RangeSpec::FromTo(first, first + want - 1)))
-                .await;
-            let res = match res {
+                .get_object_bytes(&key, Some(RangeSpec::FromTo(first, first + total - 1)))
+                .await
+            {
                 Ok(d) => Ok(d.data),
                 // The object is shorter than we were told: it was replaced or truncated.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(Bytes::new()),
                 Err(e) => Err(FsError::from(e)),
-            };
-            let mut inner = self.lock();
-            if inner.inflight.get(&bk).is_some_and(|(l, _)| *l == want) {
-                inner.inflight.remove(&bk);
             }
-            if let Ok(data) = &res {
-                let better = inner.lru.peek(&bk).is_none_or(|b| b.len() < data.len());
-                if better && !data.is_empty() {
-                    if let Some(old) = inner.lru.put(bk, data.clone()) {
-                        inner.bytes -= old.len() as u64;
-                    }
-                    inner.bytes += data.len() as u64;
-                    while inner.bytes > self.capacity {
-                        match inner.lru.pop_lru() {
-                            Some((_, b)) => inner.bytes -= b.len() as u64,
-                            None => break,
-                        }
-                    }
+        }
+        .instrument(span)
+        .boxed()
+        .shared();
+        let mut out = Vec::with_capacity(blocks.len());
+        for (i, &(bk, want)) in blocks.iter().enumerate() {
+            let this = self.clone();
+            let run = run.clone();
+            let offset = i as u64 * BLOCK;
+            let f = async move {
+                let res = run.await.map(|data| {
+                    let lo = (offset as usize).min(data.len());
+                    let hi = ((offset + want) as usize).min(data.len());
+                    data.slice(lo..hi)
+                });
+                this.finish(bk, want, &res);
+                res
+            }
+            .boxed()
+            .shared();
+            inner.inflight.insert(bk, (want, f.clone()));
+            out.push(f);
+        }
+        out
+    }
+
+    /// A fetch is done: no longer in flight, and its block cached if it adds bytes.
+    fn finish(&self, bk: BlockKey, want: u64, res: &FsResult<Bytes>) {
+        let mut inner = self.lock();
+        if inner.inflight.get(&bk).is_some_and(|(l, _)| *l == want) {
+            inner.inflight.remove(&bk);
+        }
+        let Ok(data) = res else {
+            return;
+        };
+        let better = inner.lru.peek(&bk).is_none_or(|b| b.len() < data.len());
+        if better && !data.is_empty() {
+            if let Some(old) = inner.lru.put(bk, data.clone()) {
+                inner.bytes -= old.len() as u64;
+            }
+            inner.bytes += data.len() as u64;
+            while inner.bytes > self.capacity {
+                match inner.lru.pop_lru() {
+                    Some((_, b)) => inner.bytes -= b.len() as u64,
+                    None => break,
                 }
             }
-            res
         }
-        .boxed()
-        .shared()
     }
 
     /// Bytes `offset..offset+len` of `key`, whose remote length is `size`: reads every block in
@@ -167,6 +253,13 @@ impl BlockCache {
             self.block(key, bk, want)
         });
         let blocks = futures::future::try_join_all(fetches).await?;
+        if let [b] = blocks.as_slice() {
+            // Within one block (the kernel's 1 MiB reads are): a slice, no copy.
+            let block_start = first_block * BLOCK;
+            let lo = ((offset - block_start) as usize).min(b.len());
+            let hi = ((end - block_start) as usize).min(b.len());
+            return Ok(b.slice(lo..hi));
+        }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (i, b) in blocks.iter().enumerate() {
             let block_start = (first_block + i as u64) * BLOCK;

@@ -1,0 +1,208 @@
+//! The filesystem core without a kernel, against the local server over HTTP: the read path
+//! (block cache, prefetch runs, read-your-writes) and what each operation costs in requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use appendfs::client::{Client, ClientConfig, CreateOptions};
+use appendfs::fs::namespace::ROOT;
+use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::oss::Credentials;
+use appendfs::server::{self, RunningServer, ServerConfig};
+use bytes::Bytes;
+
+const MIB: u64 = 1024 * 1024;
+
+async fn setup(cache_size: u64) -> (RunningServer, Client, Arc<Core>) {
+    let creds = Credentials::new("AKIDCORE", "core-secret");
+    let srv = server::start(
+        ServerConfig {
+            credentials: Some(creds.clone()),
+            buckets: vec!["bkt".into()],
+            ..ServerConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let client =
+        Client::with_credentials(ClientConfig::new(&srv.endpoint(), "bkt").unwrap(), creds)
+            .unwrap();
+    let core = Core::new(
+        client.clone(),
+        FsConfig {
+            prefix: String::new(),
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            metadata_ttl: Duration::from_secs(1),
+            cache_size,
+            max_dirty: 64 * MIB,
+            read_only: false,
+            stream: StreamConfig {
+                chunk_size: 8 * MIB,
+                flush_interval: Duration::from_millis(50),
+                create: CreateOptions::default(),
+                give_up_after: Duration::from_secs(30),
+            },
+        },
+    );
+    (srv, client, core)
+}
+
+fn pattern(len: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn gets(srv: &RunningServer) -> u64 {
+    srv.stats().get("GetObject").copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_prefetch_in_large_gets() {
+    let (srv, client, core) = setup(256 * MIB).await;
+    let data = pattern(24 * MIB + 123);
+    client
+        .put_object(
+            "big.bin",
+            Bytes::from(data.clone()),
+            &CreateOptions::default(),
+        )
+        .await
+        .unwrap();
+    let attr = core.lookup(ROOT, "big.bin").await.unwrap();
+    assert_eq!(attr.size, data.len() as u64);
+    let fh = core
+        .open(
+            attr.ino,
+            OpenMode {
+                read: true,
+                write: false,
+            },
+        )
+        .await
+        .unwrap();
+    let before = gets(&srv);
+    let mut got = Vec::new();
+    let mut off = 0u64;
+    loop {
+        let chunk = core.read(fh, off, MIB as u32).await.unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        off += chunk.len() as u64;
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "sequential read returned other bytes");
+    let used = gets(&srv) - before;
+    eprintln!("25 blocks read sequentially with {used} GETs");
+    assert!(
+        used <= 8,
+        "prefetch should fetch runs of blocks, used {used} GETs for 25 blocks"
+    );
+    // Read again: all from the block cache.
+    let again = core.read(fh, 5 * MIB + 7, 3 * MIB as u32).await.unwrap();
+    assert_eq!(
+        again.as_ref(),
+        &data[(5 * MIB + 7) as usize..(8 * MIB + 7) as usize]
+    );
+    assert_eq!(gets(&srv) - before, used, "cached blocks cost no request");
+    core.release(fh).await.unwrap();
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reads_are_exact_with_a_tiny_cache() {
+    // A 2 MiB cache for a 9 MiB object: blocks are evicted and fetched again.
+    let (srv, client, core) = setup(2 * MIB).await;
+    let data = pattern(9 * MIB + 5);
+    client
+        .put_object(
+            "r.bin",
+            Bytes::from(data.clone()),
+            &CreateOptions::default(),
+        )
+        .await
+        .unwrap();
+    let attr = core.lookup(ROOT, "r.bin").await.unwrap();
+    let fh = core
+        .open(
+            attr.ino,
+            OpenMode {
+                read: true,
+                write: false,
+            },
+        )
+        .await
+        .unwrap();
+    let mut x = 12345u64;
+    for _ in 0..60 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let off = (x >> 20) % data.len() as u64;
+        let len = ((x >> 8) % (3 * MIB)) as u32 + 1;
+        let got = core.read(fh, off, len).await.unwrap();
+        let end = (off + len as u64).min(data.len() as u64) as usize;
+        assert_eq!(
+            got.as_ref(),
+            &data[off as usize..end],
+            "read at {off} of {len}"
+        );
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_and_the_cost_of_an_append() {
+    let (srv, client, core) = setup(64 * MIB).await;
+    let (attr, fh) = core
+        .create(
+            ROOT,
+            "log.txt",
+            false,
+            OpenMode {
+                read: true,
+                write: true,
+            },
+        )
+        .await
+        .unwrap();
+    let after_create = srv.stats();
+    // Buffered bytes are visible on this mount before they are on OSS.
+    core.write(fh, 0, b"one\n", true).await.unwrap();
+    core.write(fh, 4, b"two\n", true).await.unwrap();
+    assert_eq!(core.getattr(attr.ino).await.unwrap().size, 8);
+    assert_eq!(core.read(fh, 0, 100).await.unwrap().as_ref(), b"one\ntwo\n");
+    core.flush(fh).await.unwrap();
+    let delta =
+        |a: &std::collections::BTreeMap<String, u64>,
+         b: &std::collections::BTreeMap<String, u64>,
+         k: &str| { b.get(k).copied().unwrap_or(0) - a.get(k).copied().unwrap_or(0) };
+    let after_flush = srv.stats();
+    assert_eq!(
+        delta(&after_create, &after_flush, "AppendObject"),
+        1,
+        "two writes, one flush: one AppendObject"
+    );
+    assert_eq!(
+        delta(&after_create, &after_flush, "HeadObject"),
+        0,
+        "create told us the position"
+    );
+    assert_eq!(
+        client
+            .get_object_bytes("log.txt", None)
+            .await
+            .unwrap()
+            .data
+            .as_ref(),
+        b"one\ntwo\n"
+    );
+    core.release(fh).await.unwrap();
+    srv.shutdown().await;
+}
