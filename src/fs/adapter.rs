@@ -116,10 +116,10 @@ impl Filesystem for Adapter {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        let this = self.clone_light();
+        let ttl = self.ttl;
         self.spawn("lookup", parent.0, async move {
             let res = core.lookup(parent.0, &name).await;
-            this.reply_entry(reply, res);
+            reply_entry(reply, res, ttl);
         });
     }
 
@@ -131,17 +131,7 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let ttl = self.ttl;
         self.spawn("getattr", ino.0, async move {
-            match core.getattr(ino.0).await {
-                Ok(a) => {
-                    let t = if a.kind == Kind::Dir {
-                        ttl
-                    } else {
-                        Duration::ZERO
-                    };
-                    reply.attr(&t, &to_attr(&a))
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_attr(reply, core.getattr(ino.0).await, ttl);
         });
     }
 
@@ -167,17 +157,7 @@ impl Filesystem for Adapter {
         let ttl = self.ttl;
         let owner = mode.is_some() || uid.is_some() || gid.is_some();
         self.spawn("setattr", ino.0, async move {
-            match core.setattr(ino.0, size, owner).await {
-                Ok(a) => {
-                    let t = if a.kind == Kind::Dir {
-                        ttl
-                    } else {
-                        Duration::ZERO
-                    };
-                    reply.attr(&t, &to_attr(&a))
-                }
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_attr(reply, core.setattr(ino.0, size, owner).await, ttl);
         });
     }
 
@@ -208,10 +188,10 @@ impl Filesystem for Adapter {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
-        let this = self.clone_light();
+        let ttl = self.ttl;
         self.spawn("mkdir", parent.0, async move {
             let res = core.mkdir(parent.0, &name).await;
-            this.reply_entry(reply, res);
+            reply_entry(reply, res, ttl);
         });
     }
 
@@ -222,10 +202,7 @@ impl Filesystem for Adapter {
         };
         let core = self.core.clone();
         self.spawn("unlink", parent.0, async move {
-            match core.unlink(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.unlink(parent.0, &name).await);
         });
     }
 
@@ -236,10 +213,7 @@ impl Filesystem for Adapter {
         };
         let core = self.core.clone();
         self.spawn("rmdir", parent.0, async move {
-            match core.rmdir(parent.0, &name).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.rmdir(parent.0, &name).await);
         });
     }
 
@@ -276,13 +250,10 @@ impl Filesystem for Adapter {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let core = self.core.clone();
         self.spawn("rename", parent.0, async move {
-            match core
+            let res = core
                 .rename(parent.0, &name, newparent.0, &newname, no_replace)
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+                .await;
+            reply_empty(reply, res);
         });
     }
 
@@ -363,10 +334,7 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("flush", ino.0, async move {
-            match core.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.flush(fh.0).await);
         });
     }
 
@@ -382,10 +350,7 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("release", ino.0, async move {
-            match core.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.release(fh.0).await);
         });
     }
 
@@ -399,10 +364,7 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("fsync", ino.0, async move {
-            match core.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
-            }
+            reply_empty(reply, core.flush(fh.0).await);
         });
     }
 
@@ -562,29 +524,33 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
     }
 }
 
-impl Adapter {
-    fn clone_light(&self) -> AdapterReplies {
-        AdapterReplies { ttl: self.ttl }
+/// Directories' attributes may be cached by the kernel for `dir_ttl`; files' never (TTL 0), so
+/// every fstat reaches us and `tail -f` sees growth.
+fn attr_ttl(a: &Attr, dir_ttl: Duration) -> Duration {
+    match a.kind {
+        Kind::Dir => dir_ttl,
+        Kind::File => Duration::ZERO,
     }
 }
 
-/// What a task needs to build entry replies.
-struct AdapterReplies {
-    ttl: Duration,
+fn reply_attr(reply: ReplyAttr, res: Result<Attr, FsError>, dir_ttl: Duration) {
+    match res {
+        Ok(a) => reply.attr(&attr_ttl(&a, dir_ttl), &to_attr(&a)),
+        Err(e) => reply.error(errno(&e)),
+    }
 }
 
-impl AdapterReplies {
-    fn reply_entry(&self, reply: ReplyEntry, res: Result<Attr, FsError>) {
-        match res {
-            Ok(a) => {
-                let attr_ttl = if a.kind == Kind::Dir {
-                    self.ttl
-                } else {
-                    Duration::ZERO
-                };
-                reply.entry_with_ttls(&attr_ttl, &self.ttl, &to_attr(&a), Generation(0))
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
+/// Names (entries) are cached for `ttl`, attributes per [`attr_ttl`].
+fn reply_entry(reply: ReplyEntry, res: Result<Attr, FsError>, ttl: Duration) {
+    match res {
+        Ok(a) => reply.entry_with_ttls(&attr_ttl(&a, ttl), &ttl, &to_attr(&a), Generation(0)),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, res: Result<(), FsError>) {
+    match res {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
     }
 }

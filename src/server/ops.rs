@@ -805,23 +805,7 @@ async fn list_v2(
     } else if let Some(sa) = &start_after {
         from = from.max(list::after(sa.as_bytes()));
     }
-    let b = bucket.to_string();
-    let (p, d) = (prefix.clone(), delimiter.clone());
-    let out = state
-        .run(move |s| {
-            list::list(
-                s,
-                &b,
-                &ListParams {
-                    prefix: &p,
-                    delimiter: &d,
-                    from,
-                    max_keys: max,
-                },
-            )
-            .map_err(|e| OssError::from_store(e, &b, ""))
-        })
-        .await?;
+    let out = run_list(state, bucket, &prefix, &delimiter, from, max).await?;
     let page = ListPage {
         bucket: bucket.to_string(),
         prefix,
@@ -836,6 +820,33 @@ async fn list_v2(
         common_prefixes: out.common_prefixes,
     };
     Ok(xml(page.to_xml()))
+}
+
+/// One page of the listing engine, off the async workers for a disk store.
+async fn run_list(
+    state: &Arc<ServerState>,
+    bucket: &str,
+    prefix: &str,
+    delimiter: &str,
+    from: Vec<u8>,
+    max_keys: usize,
+) -> Result<list::ListOutcome, OssError> {
+    let (b, p, d) = (
+        bucket.to_string(),
+        prefix.to_string(),
+        delimiter.to_string(),
+    );
+    state
+        .run(move |s| {
+            let params = ListParams {
+                prefix: &p,
+                delimiter: &d,
+                from,
+                max_keys,
+            };
+            list::list(s, &b, &params).map_err(|e| OssError::from_store(e, &b, ""))
+        })
+        .await
 }
 
 /// ListObjects (V1, marker based), which oss2's `ObjectIterator` uses.
@@ -858,23 +869,7 @@ async fn list_v1(
                 .flatten();
         from = from.max(group_end.unwrap_or_else(|| list::after(marker.as_bytes())));
     }
-    let b = bucket.to_string();
-    let (p, d) = (prefix.clone(), delimiter.clone());
-    let out = state
-        .run(move |s| {
-            list::list(
-                s,
-                &b,
-                &ListParams {
-                    prefix: &p,
-                    delimiter: &d,
-                    from,
-                    max_keys: max,
-                },
-            )
-            .map_err(|e| OssError::from_store(e, &b, ""))
-        })
-        .await?;
+    let out = run_list(state, bucket, &prefix, &delimiter, from, max).await?;
     let url = req.q("encoding-type") == Some("url");
     let enc = |v: &str| {
         quick_xml::escape::escape(if url { encode(v) } else { v.to_string() }).into_owned()
