@@ -206,3 +206,47 @@ async fn read_your_writes_and_the_cost_of_an_append() {
     core.release(fh).await.unwrap();
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_cannot_be_names_are_skipped() {
+    let (srv, client, core) = setup(8 * MIB).await;
+    let long = "n".repeat(300);
+    for key in ["ok.txt", "a//b", "a/fine", &long, "dir/./x", "dir/y"] {
+        client
+            .put_object(key, Bytes::from_static(b"x"), &CreateOptions::default())
+            .await
+            .unwrap();
+    }
+    let names = |entries: &[appendfs::fs::core::DirEntry]| {
+        let mut v: Vec<String> = entries
+            .iter()
+            .map(|e| e.name.clone())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        v.sort();
+        v
+    };
+    let root = core.readdir_entries(ROOT).await.unwrap();
+    assert_eq!(
+        names(&root),
+        ["a", "dir", "ok.txt"],
+        "the 300-byte name is skipped"
+    );
+    let a = core.lookup(ROOT, "a").await.unwrap();
+    assert_eq!(
+        names(&core.readdir_entries(a.ino).await.unwrap()),
+        ["fine"],
+        "the empty segment of a//b is skipped"
+    );
+    let d = core.lookup(ROOT, "dir").await.unwrap();
+    assert_eq!(
+        names(&core.readdir_entries(d.ino).await.unwrap()),
+        ["y"],
+        "'.' is skipped"
+    );
+    assert_eq!(
+        core.lookup(ROOT, &long).await.unwrap_err().errno(),
+        libc::ENAMETOOLONG
+    );
+    srv.shutdown().await;
+}
