@@ -1836,3 +1836,42 @@ fn background_mount_returns_when_live_and_ends_on_umount() {
     assert!(!is_mounted(&bg.mountpoint));
     oss.assert_appendable("bg.log", b"daemon\n");
 }
+
+/// A server that fails mid-request (answers lost after applying, connections reset, 500s):
+/// every `echo >>` through the mount still lands exactly once, and reads retry through 500s.
+#[test]
+fn appends_and_reads_survive_a_failing_server() {
+    let oss = Oss::start();
+    let m = Mount::bucket(&oss);
+    sh_ok(m.dir(), ": >> flaky.log");
+    let faults = appendfs::server::FaultPlan::parse("lost-response:0.2,reset:0.1,error500:0.1")
+        .expect("fault plan");
+    oss.server.as_ref().expect("running").set_faults(faults);
+    let pad = "f".repeat(40);
+    let o = sh_in(
+        m.dir(),
+        &format!(
+            "for i in $(seq -f %03g 0 99); do echo \"F-$i-{pad}\" >> flaky.log || exit 1; done"
+        ),
+        Duration::from_secs(120),
+    );
+    assert!(o.ok(), "appends failed under faults: {}", o.stderr);
+    let via_mount = sh_ok(m.dir(), "cat flaky.log").stdout;
+    oss.server
+        .as_ref()
+        .expect("running")
+        .set_faults(appendfs::server::FaultPlan::none());
+    let expected: String = (0..100).map(|i| format!("F-{i:03}-{pad}\n")).collect();
+    assert_bytes(
+        &oss.get("flaky.log"),
+        expected.as_bytes(),
+        "object after faults",
+    );
+    assert_bytes(
+        &via_mount,
+        expected.as_bytes(),
+        "cat through the mount under faults",
+    );
+    oss.assert_appendable("flaky.log", expected.as_bytes());
+    m.finish();
+}

@@ -14,7 +14,7 @@ use super::append::{AppendStream, DirtyBudget, StreamConfig, WriteMark};
 use super::error::{FsError, FsResult};
 use super::namespace::{parent_path, valid_name, Cached, FileMeta, Kind, Listing, Nodes, ROOT};
 use super::reader::{BlockCache, BLOCK, MAX_WINDOW};
-use crate::client::{Client, ClientError, CreateOptions, RangeSpec};
+use crate::client::{Client, CreateOptions, RangeSpec};
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
 
@@ -1183,9 +1183,4 @@ impl Core {
         }
         problems
     }
-}
-
-/// Whether a client error says the object is missing.
-pub fn is_missing(e: &ClientError) -> bool {
-    e.is_no_such_key()
 }
