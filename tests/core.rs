@@ -250,3 +250,56 @@ async fn keys_that_cannot_be_names_are_skipped() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_handle_keeps_appending_after_rename() {
+    // logrotate-style: the writer's handle follows the file to its new name.
+    let (srv, client, core) = setup(8 * MIB).await;
+    let rw = OpenMode {
+        read: true,
+        write: true,
+    };
+    let (_attr, fh) = core.create(ROOT, "app.log", false, rw).await.unwrap();
+    core.write(fh, 0, b"one\n", true).await.unwrap();
+    core.flush(fh).await.unwrap();
+    core.write(fh, 4, b"two\n", true).await.unwrap(); // still buffered during the rename
+    core.rename(ROOT, "app.log", ROOT, "app.log.1", false)
+        .await
+        .unwrap();
+    core.write(fh, 8, b"three\n", true).await.unwrap();
+    core.flush(fh).await.unwrap();
+    core.release(fh).await.unwrap();
+    assert_eq!(
+        client
+            .get_object_bytes("app.log.1", None)
+            .await
+            .unwrap()
+            .data
+            .as_ref(),
+        b"one\ntwo\nthree\n"
+    );
+    let meta = client.head_object("app.log.1").await.unwrap();
+    assert_eq!(
+        meta.object_type,
+        Some(appendfs::oss::ObjectType::Appendable)
+    );
+    assert!(client
+        .head_object("app.log")
+        .await
+        .unwrap_err()
+        .is_no_such_key());
+    // A new file under the old name is a new object.
+    let (_a, fh2) = core.create(ROOT, "app.log", false, rw).await.unwrap();
+    core.write(fh2, 0, b"fresh\n", true).await.unwrap();
+    core.release(fh2).await.unwrap();
+    assert_eq!(
+        client
+            .get_object_bytes("app.log", None)
+            .await
+            .unwrap()
+            .data
+            .as_ref(),
+        b"fresh\n"
+    );
+    srv.shutdown().await;
+}

@@ -127,7 +127,8 @@ pub struct WriteMark {
 }
 
 pub struct AppendStream {
-    key: String,
+    /// The object's key; changes when the file is renamed on this mount (under `send_lock`).
+    key: Mutex<String>,
     client: Client,
     config: Arc<StreamConfig>,
     budget: Arc<DirtyBudget>,
@@ -141,7 +142,7 @@ pub struct AppendStream {
 impl std::fmt::Debug for AppendStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppendStream")
-            .field("key", &self.key)
+            .field("key", &self.key())
             .finish()
     }
 }
@@ -159,7 +160,7 @@ impl AppendStream {
     ) -> Arc<Self> {
         let (progress, _) = watch::channel(0);
         let stream = Arc::new(AppendStream {
-            key,
+            key: Mutex::new(key),
             client,
             config,
             budget,
@@ -186,8 +187,19 @@ impl AppendStream {
         stream
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
+    pub fn key(&self) -> String {
+        self.key.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Holds back sending (the file is being renamed); writes keep being buffered.
+    pub async fn pause(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.send_lock.lock().await
+    }
+
+    /// Points the stream at the object's new key after a rename, while paused. The copy has the
+    /// same bytes and CRC, so the known position stays valid.
+    pub fn rekey(&self, key: String) {
+        *self.key.lock().unwrap_or_else(|e| e.into_inner()) = key;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -238,12 +250,12 @@ impl AppendStream {
         let n = data.len() as u64;
         {
             let st = self.lock();
-            check_writable(&st, &self.key, offset, n, append_mode)?;
+            check_writable(&st, &self.key(), offset, n, append_mode)?;
         }
         self.budget.acquire(n).await;
         let mut st = self.lock();
         // Checked again: the state may have moved while waiting for budget.
-        if let Err(e) = check_writable(&st, &self.key, offset, n, append_mode) {
+        if let Err(e) = check_writable(&st, &self.key(), offset, n, append_mode) {
             drop(st);
             self.budget.release(n);
             return Err(e);
@@ -353,6 +365,7 @@ impl AppendStream {
     /// Truncate-to-zero: drops buffered bytes, then deletes the object and recreates it empty
     /// as Appendable, with no chunk in flight meanwhile.
     pub async fn replace_with_empty(&self) -> FsResult<()> {
+        let key = self.key();
         let _sending = self.send_lock.lock().await;
         let dropped = {
             let mut st = self.lock();
@@ -364,15 +377,15 @@ impl AppendStream {
             d
         };
         self.budget.release(dropped);
-        self.client.delete_object(&self.key).await?;
+        self.client.delete_object(&key).await?;
         let out = self
             .client
-            .append_object(&self.key, 0, Bytes::new(), &self.config.create)
+            .append_object(&key, 0, Bytes::new(), &self.config.create)
             .await?;
         if out.next_position != 0 {
             return Err(FsError::Io(format!(
                 "recreating {:?} returned next position {}",
-                self.key, out.next_position
+                key, out.next_position
             )));
         }
         let mut st = self.lock();
@@ -530,7 +543,7 @@ impl AppendStream {
             }
             Err(error) => {
                 tracing::error!(
-                    key = %self.key,
+                    key = %self.key(),
                     bytes = n,
                     position = st.position,
                     error = %error,
@@ -558,6 +571,7 @@ impl AppendStream {
     /// writer appending identical bytes (two hosts logging the same heartbeat line) would be
     /// mistaken for our own success and the line lost.
     async fn append_exactly_once(&self, chunk: &Chunk) -> FsResult<(u64, u64)> {
+        let key = self.key();
         let started = Instant::now();
         let n = chunk.data.len() as u64;
         let chunk_crc = crc64::checksum(&chunk.data);
@@ -578,20 +592,20 @@ impl AppendStream {
             };
             let outcome = self
                 .client
-                .append_object(&self.key, position, chunk.data.clone(), &opts)
+                .append_object(&key, position, chunk.data.clone(), &opts)
                 .await;
             let cause = match outcome {
                 Ok(out) => {
                     if out.next_position != position + n {
                         return Err(FsError::Io(format!(
                             "AppendObject {:?} at {position} of {n} bytes returned next position {} [request id {}]",
-                            self.key, out.next_position, out.request_id
+                            key, out.next_position, out.request_id
                         )));
                     }
                     return match out.crc64 {
                         Some(c) if c != expected_crc => Err(FsError::Io(format!(
                             "AppendObject {:?} at {position}: CRC-64 {c} from OSS, {expected_crc} expected: data corrupted [request id {}]",
-                            self.key, out.request_id
+                            key, out.request_id
                         ))),
                         _ => Ok((position + n, expected_crc)),
                     };
@@ -603,12 +617,12 @@ impl AppendStream {
                 Err(e) if e.code() == Some("PositionNotEqualToLength") => e,
                 Err(e) => return Err(e.into()),
             };
-            tracing::warn!(key = %self.key, position, bytes = n, attempt, error = %cause, "append outcome unclear; checking the object");
+            tracing::warn!(key = %key, position, bytes = n, attempt, error = %cause, "append outcome unclear; checking the object");
             let meta = self.head_until_answered(started).await?;
             if meta.object_type != Some(ObjectType::Appendable) {
                 return Err(FsError::NotPermitted(format!(
                     "{:?} is no longer an appendable object",
-                    self.key
+                    key
                 )));
             }
             let len = meta.next_append_position.unwrap_or(meta.size);
@@ -617,7 +631,7 @@ impl AppendStream {
                     .landed_at(at, crc_before, chunk_crc, n, len, meta.crc64)
                     .await?
                 {
-                    tracing::info!(key = %self.key, position = at, bytes = n, "the earlier attempt had landed");
+                    tracing::info!(key = %key, position = at, bytes = n, "the earlier attempt had landed");
                     let end_crc = if len == at + n {
                         crc64::combine(crc_before, chunk_crc, n)
                     } else {
@@ -631,7 +645,7 @@ impl AppendStream {
                 if !chunk.append_mode {
                     return Err(FsError::Io(format!(
                         "{:?} changed under a positional writer (expected length {position}, found {len})",
-                        self.key
+                        key
                     )));
                 }
                 // Another writer appended first: move to the new end.
@@ -641,7 +655,7 @@ impl AppendStream {
             if started.elapsed() > self.config.give_up_after {
                 return Err(FsError::Io(format!(
                     "gave up appending to {:?} after {attempt} attempts: {cause}",
-                    self.key
+                    key
                 )));
             }
             // Back off only when nothing moved (the server is in trouble). When another writer
@@ -666,6 +680,7 @@ impl AppendStream {
         len: u64,
         head_crc: Option<u64>,
     ) -> FsResult<bool> {
+        let key = self.key();
         if len < at + n {
             return Ok(false);
         }
@@ -676,23 +691,20 @@ impl AppendStream {
             return Ok(true);
         }
         let range = crate::client::RangeSpec::FromTo(at, at + n - 1);
-        let data = self
-            .client
-            .get_object_bytes(&self.key, Some(range))
-            .await?
-            .data;
+        let data = self.client.get_object_bytes(&key, Some(range)).await?.data;
         Ok(data.len() as u64 == n && crc64::checksum(&data) == chunk_crc)
     }
 
     async fn head_until_answered(&self, started: Instant) -> FsResult<crate::oss::ObjectMeta> {
+        let key = self.key();
         let mut wait = Duration::from_millis(20);
         loop {
-            match self.client.head_object(&self.key).await {
+            match self.client.head_object(&key).await {
                 Ok(m) => return Ok(m),
                 Err(e) if e.is_no_such_key() => return Err(FsError::Stale),
                 Err(e) if started.elapsed() > self.config.give_up_after => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(key = %self.key, error = %e, "HEAD after an unclear append failed; retrying");
+                    tracing::warn!(key = %key, error = %e, "HEAD after an unclear append failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(1));
                 }

@@ -678,13 +678,14 @@ impl Core {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
-        // Everything written here must be on OSS before it is copied.
+        // While the object moves, its stream sends nothing: bytes written meanwhile stay
+        // buffered and go to the new key afterwards, so an open handle keeps appending to the
+        // renamed file (as on a local filesystem; logrotate relies on it).
         let stream = lock(&self.streams).get(&src_attr.ino).cloned();
-        if let Some(s) = stream {
-            if let Some(f) = s.drain().await.into_iter().next() {
-                return Err(f.error);
-            }
-        }
+        let paused = match &stream {
+            Some(s) => Some(s.pause().await),
+            None => None,
+        };
         let meta = self.client.head_object(&src).await?;
         match meta.object_type {
             Some(ObjectType::Appendable) => self.copy_appendable(&src, &dst, &meta).await?,
@@ -693,25 +694,25 @@ impl Core {
             }
         }
         self.client.delete_object(&src).await?;
+        if let Some(s) = &stream {
+            s.rekey(dst.clone());
+        }
+        drop(paused);
         // The inode follows its object; whatever was at the destination is gone.
         self.detach_file(&dst);
         {
             let mut nodes = lock(&self.nodes);
             nodes.rename(src_attr.ino, &dst);
             // The cached attributes describe the source as it was before its stream's appends
-            // (e.g. the empty object `create` made) and the stream is dropped below, so they
-            // would show a stale size (`cat` after `mv` read nothing) until the metadata TTL
-            // ran out. Forget them: the next getattr asks HEAD of the new key.
+            // (e.g. the empty object `create` made), so they would show a stale size (`cat`
+            // after `mv` read nothing) until the metadata TTL ran out. Forget them: the next
+            // getattr asks HEAD of the new key.
             if let Some(n) = nodes.by_ino.get_mut(&src_attr.ino) {
                 n.meta = None;
             }
             nodes.invalidate_listing(parent_path(&src));
             nodes.invalidate_listing(parent_path(&dst));
             nodes.negative.insert(src.clone(), Instant::now());
-        }
-        if let Some(s) = lock(&self.streams).remove(&src_attr.ino) {
-            // A stream is bound to its key: later writes open a new one on the new key.
-            s.stop_when_idle();
         }
         Ok(())
     }
@@ -1059,7 +1060,7 @@ impl Core {
             m.flushed = m.flushed.max(mark.flushed);
         }
         if let Err(e) = &res {
-            tracing::error!(key = stream.key(), error = %e, "flush failed: bytes written through this handle are not all on OSS");
+            tracing::error!(key = %stream.key(), error = %e, "flush failed: bytes written through this handle are not all on OSS");
         }
         res
     }
