@@ -139,10 +139,11 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
     ccfg.region = opts.region.clone();
     ccfg.path_style = opts.path_style;
     let client = Client::new(ccfg, Some(provider)).context("client configuration")?;
-    client
-        .check_bucket(&opts.prefix)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot mount oss://{}/{}: {e}", opts.bucket, opts.prefix))?;
+    client.check_bucket(&opts.prefix).await.map_err(|e| {
+        let prefix = opts.prefix.trim_end_matches('/');
+        let sep = if prefix.is_empty() { "" } else { "/" };
+        anyhow::anyhow!("cannot mount oss://{}{sep}{prefix}: {e}", opts.bucket)
+    })?;
 
     let fs_cfg = FsConfig {
         prefix: opts.prefix.clone(),
