@@ -303,3 +303,41 @@ async fn an_open_handle_keeps_appending_after_rename() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_object_is_not_served_from_old_blocks() {
+    let (srv, client, core) = setup(8 * MIB).await;
+    let opts = CreateOptions::default();
+    client
+        .append_object("r.log", 0, Bytes::from_static(b"old contents\n"), &opts)
+        .await
+        .unwrap();
+    let attr = core.lookup(ROOT, "r.log").await.unwrap();
+    let fh = core
+        .open(
+            attr.ino,
+            OpenMode {
+                read: true,
+                write: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        core.read(fh, 0, 100).await.unwrap().as_ref(),
+        b"old contents\n"
+    );
+    // Replaced elsewhere by an appendable object of the same length.
+    client.delete_object("r.log").await.unwrap();
+    client
+        .append_object("r.log", 0, Bytes::from_static(b"new contents\n"), &opts)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the metadata TTL
+    assert_eq!(core.getattr(attr.ino).await.unwrap().size, 13);
+    assert_eq!(
+        core.read(fh, 0, 100).await.unwrap().as_ref(),
+        b"new contents\n"
+    );
+    srv.shutdown().await;
+}

@@ -210,8 +210,14 @@ impl Core {
         if let Some(n) = nodes.by_ino.get_mut(&ino) {
             if let Some(old) = &n.meta {
                 let o = &old.value;
+                // Appendable objects only grow, so a shorter one, another type, or the same
+                // length with another CRC is a replacement; others change ETag when replaced.
+                // (Replaced and regrown past the old length between two HEADs is not seen.)
+                let same_len_other_crc = meta.size == o.size
+                    && matches!((meta.crc64, o.crc64), (Some(a), Some(b)) if a != b);
                 let replaced = meta.size < o.size
                     || meta.object_type != o.object_type
+                    || same_len_other_crc
                     || (meta.object_type != ObjectType::Appendable && meta.etag != o.etag);
                 if replaced {
                     n.generation += 1;
