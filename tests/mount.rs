@@ -1875,3 +1875,51 @@ fn appends_and_reads_survive_a_failing_server() {
     oss.assert_appendable("flaky.log", expected.as_bytes());
     m.finish();
 }
+
+/// Ownership and mode flags, the `-o` fstab form and a read-only mount.
+#[test]
+fn options_set_owner_modes_and_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    let oss = Oss::start();
+    oss.put("dir/seen.txt", b"hello\n");
+    let m = Mount::new(
+        &oss,
+        &format!("oss://{BUCKET}"),
+        &[
+            "--uid",
+            "1234",
+            "--gid",
+            "4321",
+            "-o",
+            "file_mode=0600,dir_mode=0700,ro",
+        ],
+    );
+    let f = std::fs::metadata(m.path("dir/seen.txt")).expect("stat file");
+    assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1234, 4321, 0o600));
+    assert_eq!(f.size(), 6);
+    assert_eq!(
+        f.blksize(),
+        1024 * 1024,
+        "st_blksize makes cat read 1 MiB at a time"
+    );
+    let d = std::fs::metadata(m.path("dir")).expect("stat dir");
+    assert!(d.is_dir());
+    assert_eq!((d.uid(), d.gid(), d.mode() & 0o7777), (1234, 4321, 0o700));
+    assert_eq!(std::fs::read(m.path("dir/seen.txt")).unwrap(), b"hello\n");
+    let w = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("dir/seen.txt"));
+    assert_eq!(
+        errno_of(w),
+        Some(libc::EROFS),
+        "writes on a read-only mount"
+    );
+    let c = std::fs::File::create(m.path("new.txt"));
+    assert_eq!(
+        errno_of(c),
+        Some(libc::EROFS),
+        "create on a read-only mount"
+    );
+    assert!(oss.missing("new.txt"));
+    m.finish();
+}
