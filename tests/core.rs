@@ -341,3 +341,42 @@ async fn a_replaced_object_is_not_served_from_old_blocks() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_l_costs_listings_not_a_head_per_file() {
+    let (srv, client, core) = setup(8 * MIB).await;
+    for i in 0..20 {
+        let key = format!("f{i:02}.log");
+        client
+            .append_object(
+                &key,
+                0,
+                Bytes::from(vec![b'x'; i + 1]),
+                &CreateOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    for round in 0..2 {
+        if round == 1 {
+            tokio::time::sleep(Duration::from_millis(1100)).await; // every cached attribute is stale
+        }
+        let before = srv.stats();
+        let entries = core.readdir_entries(ROOT).await.unwrap();
+        for e in entries.iter().filter(|e| e.name.starts_with('f')) {
+            let a = core.getattr(e.ino).await.unwrap();
+            assert_eq!(a.size, e.name[1..3].parse::<u64>().unwrap() + 1);
+        }
+        let after = srv.stats();
+        let heads = after.get("HeadObject").copied().unwrap_or(0)
+            - before.get("HeadObject").copied().unwrap_or(0);
+        let lists = after.get("ListObjectsV2").copied().unwrap_or(0)
+            - before.get("ListObjectsV2").copied().unwrap_or(0);
+        assert_eq!(
+            (lists, heads),
+            (1, 0),
+            "round {round}: one listing, no HEAD"
+        );
+    }
+    srv.shutdown().await;
+}

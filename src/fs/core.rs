@@ -513,9 +513,15 @@ impl Core {
         }
         // Files being created here may not be listed yet.
         let mut names: Vec<(String, u64)> = Vec::new();
-        for name in listing.files.keys() {
+        // Stale attributes are refreshed from the listing, so `ls -l` after a relisting costs
+        // no HEAD per file.
+        let mut refreshed = Vec::new();
+        for (name, meta) in &listing.files {
             let n = nodes.get_or_insert(&format!("{path}{name}"), Kind::File);
             names.push((name.clone(), n.ino));
+            if !self.fresh(&n.meta) {
+                refreshed.push((n.ino, meta.clone()));
+            }
         }
         let streams = lock(&self.streams);
         for (ino, s) in streams.iter() {
@@ -535,6 +541,11 @@ impl Core {
                 name,
                 kind: Kind::File,
             });
+        }
+        drop(streams);
+        drop(nodes);
+        for (ino, meta) in refreshed {
+            self.store_meta(ino, meta);
         }
         Ok(Arc::new(out))
     }
