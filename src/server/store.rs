@@ -41,6 +41,33 @@ pub struct ObjectRecord {
 }
 
 impl ObjectRecord {
+    /// A new object holding `data`, with the creation attributes of its request. Its
+    /// `data_id` is left for the store to assign.
+    fn created(
+        object_type: ObjectType,
+        data: &[u8],
+        etag: String,
+        content_md5: Option<String>,
+        attrs: &CreateAttrs,
+    ) -> Self {
+        ObjectRecord {
+            object_type,
+            size: data.len() as u64,
+            crc64: crc64::checksum(data),
+            etag,
+            last_modified_ms: now_ms(),
+            content_type: attrs.content_type.clone(),
+            content_md5,
+            storage_class: attrs.storage_class.clone(),
+            acl: attrs.acl.clone(),
+            sse: attrs.sse.clone(),
+            user_meta: attrs.user_meta.clone(),
+            http_headers: attrs.http_headers.clone(),
+            tagging: attrs.tagging.clone(),
+            data_id: String::new(),
+        }
+    }
+
     pub fn last_modified(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_millis(self.last_modified_ms).unwrap_or_default()
     }
@@ -257,22 +284,13 @@ pub fn plan_append(
             if len > MAX_OBJECT_SIZE {
                 return Err(StoreError::TooLarge);
             }
-            Ok(ObjectRecord {
-                object_type: ObjectType::Appendable,
-                size: len,
-                crc64: crc64::checksum(data),
-                etag: appendable_etag(),
-                last_modified_ms: now_ms(),
-                content_type: attrs.content_type.clone(),
-                content_md5: None,
-                storage_class: attrs.storage_class.clone(),
-                acl: attrs.acl.clone(),
-                sse: attrs.sse.clone(),
-                user_meta: attrs.user_meta.clone(),
-                http_headers: attrs.http_headers.clone(),
-                tagging: attrs.tagging.clone(),
-                data_id: String::new(),
-            })
+            Ok(ObjectRecord::created(
+                ObjectType::Appendable,
+                data,
+                appendable_etag(),
+                None,
+                attrs,
+            ))
         }
     }
 }
@@ -283,22 +301,13 @@ pub fn plan_put(data: &[u8], attrs: &CreateAttrs) -> Result<ObjectRecord, StoreE
         return Err(StoreError::TooLarge);
     }
     let (etag, md5) = md5_etag(data);
-    Ok(ObjectRecord {
-        object_type: ObjectType::Normal,
-        size: data.len() as u64,
-        crc64: crc64::checksum(data),
+    Ok(ObjectRecord::created(
+        ObjectType::Normal,
+        data,
         etag,
-        last_modified_ms: now_ms(),
-        content_type: attrs.content_type.clone(),
-        content_md5: Some(md5),
-        storage_class: attrs.storage_class.clone(),
-        acl: attrs.acl.clone(),
-        sse: attrs.sse.clone(),
-        user_meta: attrs.user_meta.clone(),
-        http_headers: attrs.http_headers.clone(),
-        tagging: attrs.tagging.clone(),
-        data_id: String::new(),
-    })
+        Some(md5),
+        attrs,
+    ))
 }
 
 /// Metadata replacement keeps data, type, size, CRC and ETag.
