@@ -174,8 +174,12 @@ async fn read_your_writes_and_the_cost_of_an_append() {
         .unwrap();
     let after_create = srv.stats();
     // Buffered bytes are visible on this mount before they are on OSS.
-    core.write(fh, 0, b"one\n", true).await.unwrap();
-    core.write(fh, 4, b"two\n", true).await.unwrap();
+    core.write(fh, 0, Bytes::from_static(b"one\n"), true)
+        .await
+        .unwrap();
+    core.write(fh, 4, Bytes::from_static(b"two\n"), true)
+        .await
+        .unwrap();
     assert_eq!(core.getattr(attr.ino).await.unwrap().size, 8);
     assert_eq!(core.read(fh, 0, 100).await.unwrap().as_ref(), b"one\ntwo\n");
     core.flush(fh).await.unwrap();
@@ -260,13 +264,19 @@ async fn an_open_handle_keeps_appending_after_rename() {
         write: true,
     };
     let (_attr, fh) = core.create(ROOT, "app.log", false, rw).await.unwrap();
-    core.write(fh, 0, b"one\n", true).await.unwrap();
+    core.write(fh, 0, Bytes::from_static(b"one\n"), true)
+        .await
+        .unwrap();
     core.flush(fh).await.unwrap();
-    core.write(fh, 4, b"two\n", true).await.unwrap(); // still buffered during the rename
+    core.write(fh, 4, Bytes::from_static(b"two\n"), true)
+        .await
+        .unwrap(); // still buffered during the rename
     core.rename(ROOT, "app.log", ROOT, "app.log.1", false)
         .await
         .unwrap();
-    core.write(fh, 8, b"three\n", true).await.unwrap();
+    core.write(fh, 8, Bytes::from_static(b"three\n"), true)
+        .await
+        .unwrap();
     core.flush(fh).await.unwrap();
     core.release(fh).await.unwrap();
     assert_eq!(
@@ -290,7 +300,9 @@ async fn an_open_handle_keeps_appending_after_rename() {
         .is_no_such_key());
     // A new file under the old name is a new object.
     let (_a, fh2) = core.create(ROOT, "app.log", false, rw).await.unwrap();
-    core.write(fh2, 0, b"fresh\n", true).await.unwrap();
+    core.write(fh2, 0, Bytes::from_static(b"fresh\n"), true)
+        .await
+        .unwrap();
     core.release(fh2).await.unwrap();
     assert_eq!(
         client

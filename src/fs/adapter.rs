@@ -314,10 +314,11 @@ impl Filesystem for Adapter {
         // The kernel's offset for O_APPEND comes from its cached size, stale when another host
         // appended: the stream appends at the real end instead.
         let append = flags.0 & libc::O_APPEND != 0;
-        let data = data.to_vec();
+        // The one copy of the written bytes: the stream keeps this buffer until it is sent.
+        let data = bytes::Bytes::copy_from_slice(data);
         let core = self.core.clone();
         self.spawn("write", ino.0, async move {
-            match core.write(fh.0, offset, &data, append).await {
+            match core.write(fh.0, offset, data, append).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(errno(&e)),
             }
@@ -417,7 +418,7 @@ impl Filesystem for Adapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (blocks, files, _) = self.core.statfs();
+        let (blocks, files) = self.core.statfs();
         reply.statfs(blocks, blocks, blocks, files, files, 4096, 255, 4096);
     }
 

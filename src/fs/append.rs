@@ -117,6 +117,13 @@ struct State {
     drained: u64,
 }
 
+impl State {
+    /// Bytes accepted here and not yet confirmed: in flight plus buffered.
+    fn local(&self) -> u64 {
+        self.inflight.as_ref().map_or(0, |b| b.len() as u64) + self.pending_len
+    }
+}
+
 /// What a handle remembers of its own writes, to know what its flush must wait for.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct WriteMark {
@@ -206,18 +213,11 @@ impl AppendStream {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remote length + bytes in flight + bytes buffered: the size this mount shows.
-    pub fn logical_size(&self) -> u64 {
-        let st = self.lock();
-        st.position + st.inflight.as_ref().map_or(0, |b| b.len() as u64) + st.pending_len
-    }
-
     /// The confirmed length and the bytes in flight or buffered after it, read together (two
     /// separate reads can straddle a confirmation or a replacement).
     pub fn local_span(&self) -> (u64, u64) {
         let st = self.lock();
-        let local = st.inflight.as_ref().map_or(0, |b| b.len() as u64) + st.pending_len;
-        (st.position, local)
+        (st.position, st.local())
     }
 
     /// Length and CRC last confirmed by OSS.
@@ -247,28 +247,26 @@ impl AppendStream {
     /// Accepts one write. With `append_mode` (O_APPEND) it goes at the object's real end;
     /// otherwise `offset` must be the current end. Returns the write's end sequence number.
     pub async fn write(&self, offset: u64, data: &[u8], append_mode: bool) -> FsResult<u64> {
+        self.write_bytes(offset, Bytes::copy_from_slice(data), append_mode)
+            .await
+    }
+
+    /// As [`write`](Self::write), taking the buffer without copying it (the FUSE path).
+    pub async fn write_bytes(&self, offset: u64, data: Bytes, append_mode: bool) -> FsResult<u64> {
         let n = data.len() as u64;
-        {
-            let st = self.lock();
-            check_writable(&st, &self.key(), offset, n, append_mode)?;
-        }
+        self.check_writable(&self.lock(), offset, n, append_mode)?;
         self.budget.acquire(n).await;
         let mut st = self.lock();
         // Checked again: the state may have moved while waiting for budget.
-        if let Err(e) = check_writable(&st, &self.key(), offset, n, append_mode) {
+        if let Err(e) = self.check_writable(&st, offset, n, append_mode) {
             drop(st);
             self.budget.release(n);
             return Err(e);
         }
         if n == 0 {
-            drop(st);
-            self.budget.release(0);
-            return Ok(self.lock().accepted);
+            return Ok(st.accepted);
         }
-        st.pending.push_back(Pending {
-            data: Bytes::copy_from_slice(data),
-            append_mode,
-        });
+        st.pending.push_back(Pending { data, append_mode });
         st.pending_len += n;
         st.accepted += n;
         // The first byte of a new batch starts the flush-interval clock. The uploader sleeps
@@ -284,6 +282,30 @@ impl AppendStream {
             self.wake.notify_one();
         }
         Ok(end)
+    }
+
+    /// Refuses a write the object model forbids. The key is only looked up to report it.
+    fn check_writable(&self, st: &State, offset: u64, n: u64, append_mode: bool) -> FsResult<()> {
+        if st.deleted {
+            return Err(FsError::Stale);
+        }
+        let end = st.position + st.local();
+        if !append_mode && offset != end {
+            let key = self.key();
+            tracing::warn!(
+                key,
+                offset,
+                end,
+                "refused a write that is not at the end of the object"
+            );
+            return Err(FsError::NotPermitted(format!(
+                "write at offset {offset} of {key:?}, whose end is {end}: objects can only be appended to"
+            )));
+        }
+        if end + n > MAX_OBJECT_SIZE {
+            return Err(FsError::TooLarge);
+        }
+        Ok(())
     }
 
     /// Sends everything up to `mark.last_end` and waits for it. Reports a failure of any byte
@@ -711,26 +733,4 @@ impl AppendStream {
             }
         }
     }
-}
-
-fn check_writable(st: &State, key: &str, offset: u64, n: u64, append_mode: bool) -> FsResult<()> {
-    if st.deleted {
-        return Err(FsError::Stale);
-    }
-    let end = st.position + st.inflight.as_ref().map_or(0, |b| b.len() as u64) + st.pending_len;
-    if !append_mode && offset != end {
-        tracing::warn!(
-            key,
-            offset,
-            end,
-            "refused a write that is not at the end of the object"
-        );
-        return Err(FsError::NotPermitted(format!(
-            "write at offset {offset} of {key:?}, whose end is {end}: objects can only be appended to"
-        )));
-    }
-    if end + n > MAX_OBJECT_SIZE {
-        return Err(FsError::TooLarge);
-    }
-    Ok(())
 }

@@ -795,9 +795,10 @@ impl Core {
         Ok(())
     }
 
-    pub fn statfs(&self) -> (u64, u64, u64) {
-        // OSS has no capacity to report: a large, constant figure keeps `df` and installers calm.
-        (1 << 40, 1 << 40, 1 << 20)
+    /// (blocks, files) for statfs. OSS has no capacity to report: a large, constant figure
+    /// keeps `df` and installers calm.
+    pub fn statfs(&self) -> (u64, u64) {
+        (1 << 40, 1 << 40)
     }
 
     // ---------------------------------------------------------------------------------------
@@ -1040,7 +1041,7 @@ impl Core {
         &self,
         fh: u64,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
         append_mode: bool,
     ) -> FsResult<u32> {
         let h = self.handle(fh)?;
@@ -1051,11 +1052,12 @@ impl Core {
             HandleKind::File { .. } => return Err(FsError::BadHandle),
             _ => return Err(FsError::IsDir),
         };
-        let end = stream.write(offset, data, append_mode).await?;
+        let n = data.len() as u32;
+        let end = stream.write_bytes(offset, data, append_mode).await?;
         if let HandleKind::File { mark, .. } = &mut *lock(&h) {
             mark.last_end = mark.last_end.max(end);
         }
-        Ok(data.len() as u32)
+        Ok(n)
     }
 
     /// close() and fsync(): returns once every byte written through this handle is on OSS.
