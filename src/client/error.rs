@@ -110,6 +110,9 @@ impl fmt::Display for OssError {
 pub enum TransportKind {
     /// No connection (refused, DNS, TLS handshake): the request was never sent.
     Connect,
+    /// The connection failed before the whole request body was handed to it, so the server
+    /// cannot have applied the request (it needs every byte of the announced length).
+    NotSent,
     /// No complete answer within the time limit.
     Timeout,
     /// The connection closed or was reset before a complete response.
@@ -123,6 +126,7 @@ impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TransportKind::Connect => "cannot connect",
+            TransportKind::NotSent => "connection failed before the request was fully sent",
             TransportKind::Timeout => "timed out",
             TransportKind::Reset => "connection closed without a complete response",
             TransportKind::Body => "response body broken",
@@ -253,6 +257,18 @@ impl ClientError {
 
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, ClientError::Ambiguous { .. })
+    }
+
+    /// A failure that says nothing about the object and may pass: the network, a 5xx or 429,
+    /// a throttle, an unusable answer. Definite refusals (403, 404, 409, 400) are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } | ClientError::InvalidResponse { .. } => true,
+            ClientError::Ambiguous { cause, .. } => cause.is_transient(),
+            ClientError::Oss(e) => e.status >= 500 || e.status == 429 || e.code == "RequestTimeout",
+            ClientError::Credentials(_) => true,
+            _ => false,
+        }
     }
 
     pub fn transport_kind(&self) -> Option<TransportKind> {

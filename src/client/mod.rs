@@ -28,7 +28,7 @@ pub use credentials::{
 };
 pub use error::{ClientError, KeyProblem, Op, OssError, TransportKind};
 pub use ops::{
-    AppendOutcome, CheckError, ContentRange, CreateOptions, GetObjectOutput, ObjectData,
+    AppendOutcome, CheckError, ContentRange, CreateOptions, GetObjectOutput, ObjectData, RangeData,
     WriteOutcome,
 };
 pub use retry::RetryPolicy;

@@ -116,6 +116,73 @@ pub struct ObjectData {
     pub request_id: String,
 }
 
+/// A bounded ranged read ([`Client::get_range`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeData {
+    pub data: Bytes,
+    /// The object's whole length, when the answer said.
+    pub total: Option<u64>,
+    pub object_type: Option<crate::oss::ObjectType>,
+    /// `x-oss-hash-crc64ecma`: CRC-64 of the whole object (of length `total`), not of `data`.
+    pub crc64: Option<u64>,
+    pub etag: String,
+    pub request_id: String,
+}
+
+/// Reads `limit` bytes after skipping `skip` from `body`, then stops (dropping the rest of the
+/// answer and its connection). With `exact`, the body must hold exactly `limit` bytes: one more
+/// is an error (a server that sends more than its Content-Range said).
+async fn read_bounded(
+    key: &str,
+    request_id: &str,
+    mut body: ByteStream,
+    mut skip: u64,
+    limit: u64,
+    exact: bool,
+) -> Result<Bytes, ClientError> {
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    let mut single: Option<Bytes> = None;
+    let mut got = 0u64;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk?;
+        if skip > 0 {
+            let s = skip.min(chunk.len() as u64);
+            skip -= s;
+            let _ = chunk.split_to(s as usize);
+        }
+        if chunk.is_empty() {
+            continue;
+        }
+        let room = limit - got;
+        if chunk.len() as u64 > room {
+            if exact {
+                return Err(ClientError::InvalidResponse {
+                    op: Op::GetObject,
+                    key: key.to_string(),
+                    request_id: request_id.to_string(),
+                    reason: format!("the body carries more than the {limit} bytes announced"),
+                });
+            }
+            chunk.truncate(room as usize);
+        }
+        got += chunk.len() as u64;
+        // One chunk (the common case) is kept as is, without a copy.
+        if single.is_none() && out.is_empty() {
+            single = Some(chunk);
+        } else {
+            if let Some(first) = single.take() {
+                out.extend_from_slice(&first);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        if got == limit && !exact {
+            break;
+        }
+    }
+    Ok(single.unwrap_or_else(|| out.freeze()))
+}
+
 /// Why the mount-time bucket check failed, with advice a person can act on.
 #[derive(Debug, thiserror::Error)]
 #[error("{hint} ({cause})")]
@@ -235,6 +302,66 @@ impl Client {
                     meta: out.meta,
                     content_range,
                     data,
+                    request_id: out.request_id,
+                })
+            })
+            .await
+    }
+
+    /// Bytes `first..=last` of `key`, read with a bound: at most `last - first + 1` bytes are
+    /// taken from any answer. A 206 that carries more than its Content-Range announced, or a
+    /// Content-Range other than asked, is an [`ClientError::InvalidResponse`]; a 200 (a server
+    /// or gateway that ignored `Range`) is read only up to the range and then dropped, so an
+    /// endless or huge body costs no more memory than the range. Fewer bytes than asked means
+    /// the object ends earlier (`total` says where, when the server said).
+    pub async fn get_range(
+        &self,
+        key: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<RangeData, ClientError> {
+        check_key(key)?;
+        if last < first {
+            return Err(ClientError::InvalidArgument(format!(
+                "empty range {first}..={last}"
+            )));
+        }
+        let range = RangeSpec::FromTo(first, last);
+        let call = get_call(key, Some(range))?;
+        let want = last - first + 1;
+        self.inner
+            .execute(&call, &self.inner.config.retry, |resp| async move {
+                let out = get_output(key, Some(range), resp)?;
+                let (skip, limit, total) = match out.content_range {
+                    Some(cr) => (0, cr.last - cr.first + 1, cr.total),
+                    // The whole object: cut the range out while reading.
+                    None => (first, want, out.body.expected_len()),
+                };
+                if limit > want {
+                    return Err(ClientError::InvalidResponse {
+                        op: Op::GetObject,
+                        key: key.to_string(),
+                        request_id: out.request_id.clone(),
+                        reason: format!(
+                            "asked for {want} bytes at {first}, the answer announces {limit}"
+                        ),
+                    });
+                }
+                let data = read_bounded(
+                    key,
+                    &out.request_id,
+                    out.body,
+                    skip,
+                    limit,
+                    out.content_range.is_some(),
+                )
+                .await?;
+                Ok(RangeData {
+                    data,
+                    total,
+                    object_type: out.meta.object_type,
+                    crc64: out.meta.crc64,
+                    etag: out.meta.etag,
                     request_id: out.request_id,
                 })
             })
@@ -440,21 +567,44 @@ impl Client {
         }
     }
 
-    /// Mount-time check: one ListObjectsV2 of at most one key under `prefix`, which proves the
-    /// endpoint answers, the bucket exists, the keys are right and listing is allowed. Retried
-    /// once at most, so a dead endpoint fails the mount quickly; the error says what to fix.
+    /// Mount-time check: a ListObjectsV2 of at most one key under `prefix`, which proves the
+    /// endpoint answers, the bucket exists, the keys are right and listing is allowed. Definite
+    /// answers fail at once (a refused connection, an unknown host, a timeout, 403, 404): the
+    /// error says what to fix. Transient ones (5xx, 503 throttling, a reset, an unreadable
+    /// answer) are the server answering: they are retried with the normal policy.
     pub async fn check_bucket(&self, prefix: &str) -> Result<(), CheckError> {
         let call = list_call(prefix, Some("/"), None, None, Some(1));
-        let policy = RetryPolicy {
-            max_attempts: 2,
-            ..self.inner.config.retry.clone()
-        };
-        match self.list_with(&call, &policy).await {
-            Ok(_) => Ok(()),
-            Err(cause) => Err(CheckError {
-                hint: self.check_hint(&cause).await,
-                cause,
-            }),
+        let policy = &self.inner.config.retry;
+        let started = std::time::Instant::now();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let cause = match self.list_with(&call, &RetryPolicy::none()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let definite = matches!(
+                cause.transport_kind(),
+                Some(super::error::TransportKind::Connect | super::error::TransportKind::Timeout)
+            ) || !cause.is_transient()
+                || matches!(cause, ClientError::Credentials(_));
+            let delay = (!definite)
+                .then(|| {
+                    policy.next_delay(attempts, started.elapsed(), super::retry::jitter_unit())
+                })
+                .flatten();
+            match delay {
+                Some(d) => {
+                    tracing::warn!(attempt = attempts, error = %cause, "bucket check failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                None => {
+                    return Err(CheckError {
+                        hint: self.check_hint(&cause).await,
+                        cause,
+                    })
+                }
+            }
         }
     }
 

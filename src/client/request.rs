@@ -3,6 +3,8 @@
 //! failures of non-idempotent calls that may have been applied as [`ClientError::Ambiguous`].
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -89,6 +91,24 @@ pub(crate) fn transport_error(op: Op, key: &str, e: reqwest::Error) -> ClientErr
         kind: transport_kind(&e),
         source: Box::new(e),
     }
+}
+
+/// The request body as a one-chunk stream that records when HTTP took its last byte. The flag
+/// is set when the bytes are handed over, the earliest moment they can be on the wire: while it
+/// is unset the server cannot hold the whole body. (Content-Length is set explicitly, so the
+/// stream does not turn the request into a chunked one.)
+fn tracked_body(body: Bytes, sent: Arc<AtomicBool>) -> reqwest::Body {
+    if body.is_empty() {
+        // Nothing to hand over: the request is complete once its head is written, which the
+        // connection error cannot tell apart, so count it as sent (ambiguous, never a loss).
+        sent.store(true, Ordering::SeqCst);
+        return reqwest::Body::from(body);
+    }
+    let stream = futures::stream::once(async move {
+        sent.store(true, Ordering::SeqCst);
+        Ok::<Bytes, std::io::Error>(body)
+    });
+    reqwest::Body::wrap_stream(stream)
 }
 
 /// Sorts a reqwest failure by what it says about the request having been sent.
@@ -180,7 +200,9 @@ impl Inner {
             return err;
         }
         let maybe_applied = match &err {
-            ClientError::Transport { kind, .. } => *kind != TransportKind::Connect,
+            ClientError::Transport { kind, .. } => {
+                !matches!(kind, TransportKind::Connect | TransportKind::NotSent)
+            }
             ClientError::Oss(e) => e.status >= 500,
             // A 2xx whose headers made no sense: it did apply, somewhere.
             ClientError::InvalidResponse { .. } => true,
@@ -216,14 +238,21 @@ impl Inner {
             status = tracing::field::Empty,
             request_id = tracing::field::Empty,
         );
+        let body_sent = Arc::new(AtomicBool::new(false));
         let work = async {
-            let request = self.build(call).await?;
+            let request = self.build(call, &body_sent).await?;
             self.counters.request(call.op);
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(|e| transport_error(call.op, call.key_str(), e))?;
+            let response = self.http.execute(request).await.map_err(|e| {
+                let mut err = transport_error(call.op, call.key_str(), e);
+                // A body never handed over whole cannot have been applied: say so, so that a
+                // non-idempotent call is not reported as of unknown outcome.
+                if let ClientError::Transport { kind, .. } = &mut err {
+                    if *kind != TransportKind::Connect && !body_sent.load(Ordering::SeqCst) {
+                        *kind = TransportKind::NotSent;
+                    }
+                }
+                err
+            })?;
             let status = response.status();
             let span = tracing::Span::current();
             span.record("status", status.as_u16());
@@ -250,7 +279,11 @@ impl Inner {
             Err(_) => Err(ClientError::Transport {
                 op: call.op,
                 key: call.key_str().to_string(),
-                kind: TransportKind::Timeout,
+                kind: if body_sent.load(Ordering::SeqCst) {
+                    TransportKind::Timeout
+                } else {
+                    TransportKind::NotSent
+                },
                 source: format!(
                     "no complete response within {:?}",
                     self.config.request_timeout
@@ -261,7 +294,11 @@ impl Inner {
     }
 
     /// The signed request for one attempt.
-    async fn build(&self, call: &Call<'_>) -> Result<reqwest::Request, ClientError> {
+    async fn build(
+        &self,
+        call: &Call<'_>,
+        body_sent: &Arc<AtomicBool>,
+    ) -> Result<reqwest::Request, ClientError> {
         let url = self.addressing.url(call.key, &build_query(&call.query));
         let url = reqwest::Url::parse(&url)
             .map_err(|e| ClientError::InvalidArgument(format!("cannot form a URL: {e}")))?;
@@ -299,13 +336,16 @@ impl Inner {
         }
         let mut request = reqwest::Request::new(call.method.clone(), url);
         *request.headers_mut() = headers;
+        if call.body.is_none() {
+            body_sent.store(true, Ordering::SeqCst);
+        }
         if let Some(body) = &call.body {
             // Explicit, because hyper leaves it out for an empty body and OSS then answers
             // 411 MissingContentLength (directory markers, creating appends).
             request
                 .headers_mut()
                 .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            *request.body_mut() = Some(reqwest::Body::from(body.clone()));
+            *request.body_mut() = Some(tracked_body(body.clone(), body_sent.clone()));
         }
         Ok(request)
     }

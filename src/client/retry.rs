@@ -81,9 +81,9 @@ pub enum Idempotency {
 /// Whether `err` is worth another attempt.
 pub fn is_retryable(err: &ClientError, idempotency: Idempotency) -> bool {
     match err {
-        // Nothing was sent: safe for every request.
+        // Nothing (or not all of the body) was sent: safe for every request.
         ClientError::Transport {
-            kind: TransportKind::Connect,
+            kind: TransportKind::Connect | TransportKind::NotSent,
             ..
         } => true,
         _ if idempotency == Idempotency::NotIdempotent => false,
@@ -197,6 +197,10 @@ mod tests {
         assert!(!is_retryable(&oss(503, "SlowDown"), NotIdempotent));
         assert!(is_retryable(
             &transport(TransportKind::Connect),
+            NotIdempotent
+        ));
+        assert!(is_retryable(
+            &transport(TransportKind::NotSent),
             NotIdempotent
         ));
     }
