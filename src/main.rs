@@ -97,6 +97,18 @@ struct MountArgs {
     /// ~/.local/state/appendfs/mount.log unless this is given.
     #[arg(long, value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// Drain deadline at umount, SIGTERM and SIGINT; what is not appended by then is saved to
+    /// the rescue file and the exit status is 1.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// How long appends are retried through errors and outages before the bytes are saved to
+    /// the rescue file (and the next write or open of the file fails with EIO).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    retry_budget: Duration,
+    /// State directory: the rescue file goes under DIR/rescue (default
+    /// $XDG_STATE_HOME/appendfs, else ~/.local/state/appendfs).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other (expanded before parsing).
     #[arg(short = 'o', value_name = "OPT[,OPT]")]
     options: Vec<String>,
@@ -210,26 +222,65 @@ enum CopyMode {
     Reject,
 }
 
+/// The log file, reopened on SIGHUP (after logrotate moved it away).
+#[derive(Clone)]
+struct LogFile {
+    path: PathBuf,
+    file: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+}
+
+impl LogFile {
+    fn reopen(&self) {
+        match open_log(&self.path) {
+            Ok(f) => *self.file.lock().unwrap_or_else(|e| e.into_inner()) = f,
+            Err(e) => tracing::error!("SIGHUP: {e}; still logging to the old file"),
+        }
+    }
+}
+
+impl std::io::Write for &LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = &'a LogFile;
+    fn make_writer(&'a self) -> Self::Writer {
+        self
+    }
+}
+
 /// Logs go to stderr, or to `log_file` (appended) when given; colour only on a terminal.
-fn init_tracing(log_file: Option<&std::path::Path>) -> Result<(), String> {
+/// Returns the log file, for SIGHUP.
+fn init_tracing(log_file: Option<&std::path::Path>) -> Result<Option<LogFile>, String> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {
         Some(path) => {
-            let file = open_log(path)?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+            let log = LogFile {
+                path: path.to_path_buf(),
+                file: std::sync::Arc::new(std::sync::Mutex::new(open_log(path)?)),
+            };
+            builder.with_ansi(false).with_writer(log.clone()).init();
+            Ok(Some(log))
         }
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
+        None => {
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .init();
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 fn open_log(path: &std::path::Path) -> Result<std::fs::File, String> {
@@ -246,6 +297,11 @@ fn open_log(path: &std::path::Path) -> Result<std::fs::File, String> {
 /// Where a background mount logs unless `--log-file` says otherwise:
 /// `$XDG_STATE_HOME/appendfs/mount.log`, else `~/.local/state/appendfs/mount.log`.
 fn default_log_file() -> PathBuf {
+    default_state_dir().join("mount.log")
+}
+
+/// `$XDG_STATE_HOME/appendfs`, else `~/.local/state/appendfs`.
+fn default_state_dir() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
@@ -255,7 +311,7 @@ fn default_log_file() -> PathBuf {
                 .unwrap_or_else(|| PathBuf::from("/var/log"))
                 .join(".local/state")
         });
-    base.join("appendfs/mount.log")
+    base.join("appendfs")
 }
 
 fn main() -> ExitCode {
@@ -269,10 +325,13 @@ fn main() -> ExitCode {
         Command::Mount(args) => args.log_file.clone(),
         Command::Serve(_) => None,
     };
-    if let Err(e) = init_tracing(log_file.as_deref()) {
-        eprintln!("appendfs: {e}");
-        return ExitCode::FAILURE;
-    }
+    let log = match init_tracing(log_file.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("appendfs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -285,7 +344,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Mount(args) => runtime.block_on(mount(args)),
+        Command::Mount(args) => runtime.block_on(mount(args, log)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -464,19 +523,61 @@ fn report_ready(outcome: &Result<(), String>) {
     std::env::remove_var(READY_FD_ENV);
 }
 
-async fn mount(args: MountArgs) -> anyhow::Result<()> {
-    use appendfs::client::CreateOptions;
+/// `--embedded[=DIR]`: starts the built-in server on a loopback port with fresh random keys
+/// (it is reachable only through this process) and returns it with its endpoint and keys.
+async fn start_embedded(
+    dir: Option<PathBuf>,
+    bucket: &str,
+) -> anyhow::Result<(server::RunningServer, String, Credentials)> {
+    use anyhow::Context;
+    let dir = dir.unwrap_or_else(appendfs::fs::mount::default_embedded_dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("embedded data directory {}", dir.display()))?;
+    let creds = Credentials::new(
+        format!("EMB{:016X}", rand::random::<u64>()),
+        format!("{:032x}", rand::random::<u128>()),
+    );
+    let cfg = ServerConfig {
+        storage: Storage::Dir(dir.clone()),
+        credentials: Some(creds.clone()),
+        buckets: vec![bucket.to_string()],
+        ..ServerConfig::default()
+    };
+    let srv = server::start(cfg, "127.0.0.1:0".parse().expect("literal address"))
+        .await
+        .with_context(|| format!("starting the embedded server on {}", dir.display()))?;
+    let endpoint = srv.endpoint();
+    tracing::info!(endpoint = %endpoint, data_dir = %dir.display(), "embedded OSS-compatible server started");
+    Ok((srv, endpoint, creds))
+}
+
+async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
+    use appendfs::client::{CreateOptions, StaticProvider};
     use appendfs::fs::mount::{self as m, MountOptions};
 
-    let prepared = (|| -> anyhow::Result<MountOptions> {
+    let prepared = async {
         let (bucket, prefix) = m::parse_bucket_url(&args.url)?;
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Ok(MountOptions {
+        let embedded = match &args.embedded {
+            Some(d) => {
+                Some(start_embedded((!d.is_empty()).then(|| PathBuf::from(d)), &bucket).await?)
+            }
+            None => None,
+        };
+        let (endpoint, credentials) = match &embedded {
+            Some((_, endpoint, creds)) => (
+                Some(endpoint.clone()),
+                Some(std::sync::Arc::new(StaticProvider::new(creds.clone()))
+                    as std::sync::Arc<dyn appendfs::client::CredentialsProvider>),
+            ),
+            None => (args.endpoint.clone(), None),
+        };
+        let opts = MountOptions {
             bucket,
             prefix,
             mountpoint: args.mountpoint.clone(),
-            endpoint: args.endpoint.clone(),
+            endpoint,
             region: args.region.clone(),
             path_style: args.path_style,
             read_only: args.read_only,
@@ -490,19 +591,25 @@ async fn mount(args: MountArgs) -> anyhow::Result<()> {
             file_mode: args.file_mode,
             dir_mode: args.dir_mode,
             allow_other: args.allow_other,
-            embedded: args
-                .embedded
-                .as_ref()
-                .map(|d| (!d.is_empty()).then(|| PathBuf::from(d))),
+            credentials,
             create: CreateOptions {
                 acl: args.acl.clone(),
                 storage_class: args.storage_class.clone(),
                 server_side_encryption: args.sse.clone(),
                 ..CreateOptions::default()
             },
-        })
-    })();
-    let opts = match prepared {
+            shutdown_grace: args.shutdown_grace,
+            retry_budget: args.retry_budget,
+            rescue_dir: args
+                .state_dir
+                .clone()
+                .unwrap_or_else(default_state_dir)
+                .join("rescue"),
+        };
+        anyhow::Ok((opts, embedded.map(|(srv, _, _)| srv)))
+    }
+    .await;
+    let (opts, _server) = match prepared {
         Ok(o) => o,
         Err(e) => {
             report_ready(&Err(format!("{e:#}")));
@@ -521,30 +628,34 @@ async fn mount(args: MountArgs) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: flushing and unmounting"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: flushing and unmounting"); break; }
+                _ = term.recv() => { tracing::info!("SIGTERM: draining and unmounting"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining and unmounting"); break; }
+                _ = hup.recv() => {
+                    match &log {
+                        Some(l) => { l.reopen(); tracing::info!("SIGHUP: log file reopened"); }
+                        None => tracing::info!("SIGHUP: logging to stderr, nothing to reopen"),
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if mounted.ended() {
-                        tracing::info!("unmounted");
+                        tracing::info!("unmounted; draining");
                         break;
                     }
                 }
             }
         }
     }
-    let problems = mounted.shutdown().await;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        for p in &problems {
-            tracing::error!("{p}");
+    match mounted.shutdown().await {
+        None => {
+            tracing::info!("all data appended; exiting");
+            Ok(())
         }
-        anyhow::bail!(
-            "{} buffered range(s) could not be appended:\n{}",
-            problems.len(),
-            problems.join("\n")
-        )
+        Some(path) => anyhow::bail!(
+            "some acknowledged bytes could not be appended; they are saved in {} (see the log for each key and byte range)",
+            path.display()
+        ),
     }
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appendfs::client::{Client, ClientConfig, CreateOptions};
-use appendfs::fs::append::{AppendStream, DirtyBudget, StreamConfig, WriteMark};
+use appendfs::fs::append::budget::DirtyBudget;
+use appendfs::fs::append::rescue::Rescue;
+use appendfs::fs::append::{AppendStream, Shared, StreamConfig, WriteMark};
 use appendfs::fs::FsError;
 use appendfs::oss::{crc64, Credentials, ObjectType};
 use appendfs::server::{self, FaultPlan, RunningServer, ServerConfig};
@@ -43,6 +45,26 @@ fn stream_cfg(chunk: u64, interval_ms: u64) -> Arc<StreamConfig> {
     })
 }
 
+/// A stream over the HTTP client, with a rescue file in a fresh temporary directory.
+fn start(
+    key: &str,
+    position: u64,
+    crc: u64,
+    client: &Client,
+    config: Arc<StreamConfig>,
+    budget: Arc<DirtyBudget>,
+) -> Arc<AppendStream> {
+    let dir = std::env::temp_dir().join(format!("appendfs-stream-rescue-{}", std::process::id()));
+    let shared = Arc::new(Shared {
+        store: Arc::new(client.clone()),
+        config,
+        budget,
+        rescue: Arc::new(Rescue::new(dir)),
+        cancel: tokio::sync::watch::channel(false).1,
+    });
+    AppendStream::start(key.to_string(), position, crc, shared)
+}
+
 async fn content(client: &Client, key: &str) -> Bytes {
     client.get_object_bytes(key, None).await.unwrap().data
 }
@@ -52,7 +74,7 @@ async fn flush_all(stream: &AppendStream, last: u64) -> Result<(), FsError> {
         last_end: last,
         flushed: 0,
     };
-    tokio::time::timeout(Duration::from_secs(60), stream.flush(&mut mark))
+    tokio::time::timeout(Duration::from_secs(60), stream.flush(0, &mut mark))
         .await
         .expect("flush timed out")
 }
@@ -64,11 +86,11 @@ async fn exactly_once_under_faults() {
         .append_object("log", 0, Bytes::new(), &CreateOptions::default())
         .await
         .unwrap();
-    let stream = AppendStream::start(
+    let stream = start(
         "log".into(),
         0,
         0,
-        client.clone(),
+        &client,
         stream_cfg(256, 5),
         Arc::new(DirtyBudget::new(1 << 20)),
     );
@@ -119,11 +141,11 @@ async fn append_mode_moves_past_a_foreign_writer() {
         .await
         .unwrap();
     let crc = crc64::checksum(b"start\n");
-    let stream = AppendStream::start(
+    let stream = start(
         "shared".into(),
         6,
         crc,
-        client.clone(),
+        &client,
         stream_cfg(1 << 20, 5),
         Arc::new(DirtyBudget::new(1 << 20)),
     );
@@ -179,11 +201,11 @@ async fn positional_writer_fails_when_the_object_changed() {
         )
         .await
         .unwrap();
-    let stream = AppendStream::start(
+    let stream = start(
         "pos".into(),
         3,
         crc64::checksum(b"abc"),
-        client.clone(),
+        &client,
         stream_cfg(1 << 20, 5),
         Arc::new(DirtyBudget::new(1 << 20)),
     );
@@ -219,11 +241,11 @@ async fn writes_are_kept_whole_inside_chunks() {
         .unwrap();
     assert_eq!(meta.next_position, 0);
     // 100-byte chunks, 30-byte writes: 3 writes per AppendObject, never a split write.
-    let stream = AppendStream::start(
+    let stream = start(
         "w".into(),
         0,
         0,
-        client.clone(),
+        &client,
         stream_cfg(100, 10_000),
         Arc::new(DirtyBudget::new(1 << 20)),
     );
@@ -255,11 +277,11 @@ async fn age_triggers_a_flush_and_dirty_bytes_stay_bounded() {
         .await
         .unwrap();
     let budget = Arc::new(DirtyBudget::new(4096));
-    let stream = AppendStream::start(
+    let stream = start(
         "age".into(),
         0,
         0,
-        client.clone(),
+        &client,
         stream_cfg(1024, 50),
         budget.clone(),
     );
@@ -312,22 +334,15 @@ async fn identical_lines_from_two_writers_are_all_kept() {
         .await
         .unwrap();
     let budget = Arc::new(DirtyBudget::new(1 << 20));
-    let a = AppendStream::start(
+    let a = start(
         "hb".into(),
         0,
         0,
-        client.clone(),
+        &client,
         stream_cfg(1 << 20, 5),
         budget.clone(),
     );
-    let b = AppendStream::start(
-        "hb".into(),
-        0,
-        0,
-        client.clone(),
-        stream_cfg(1 << 20, 5),
-        budget,
-    );
+    let b = start("hb".into(), 0, 0, &client, stream_cfg(1 << 20, 5), budget);
     let run = |s: Arc<AppendStream>| async move {
         for _ in 0..150 {
             let end = s.write(0, b"heartbeat\n", true).await.unwrap();

@@ -29,7 +29,7 @@ async fn setup(cache_size: u64) -> (RunningServer, Client, Arc<Core>) {
         Client::with_credentials(ClientConfig::new(&srv.endpoint(), "bkt").unwrap(), creds)
             .unwrap();
     let core = Core::new(
-        client.clone(),
+        Arc::new(client.clone()),
         FsConfig {
             prefix: String::new(),
             uid: 0,
@@ -46,6 +46,8 @@ async fn setup(cache_size: u64) -> (RunningServer, Client, Arc<Core>) {
                 create: CreateOptions::default(),
                 give_up_after: Duration::from_secs(30),
             },
+            rescue_dir: std::env::temp_dir()
+                .join(format!("appendfs-core-rescue-{}", std::process::id())),
         },
     );
     (srv, client, core)
@@ -346,9 +348,28 @@ async fn a_replaced_object_is_not_served_from_old_blocks() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // past the metadata TTL
+                                                           // The old inode keeps its attributes; its handle fails instead of serving old blocks.
     assert_eq!(core.getattr(attr.ino).await.unwrap().size, 13);
+    let err = core.read(fh, 0, 100).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ESTALE, "{err}");
+    // The name now leads to a new inode (so `tail -F` notices), which reads the new bytes.
+    let again = core.lookup(ROOT, "r.log").await.unwrap();
+    assert_ne!(
+        again.ino, attr.ino,
+        "a replaced object gets a new inode number"
+    );
+    let fh2 = core
+        .open(
+            again.ino,
+            OpenMode {
+                read: true,
+                write: false,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        core.read(fh, 0, 100).await.unwrap().as_ref(),
+        core.read(fh2, 0, 100).await.unwrap().as_ref(),
         b"new contents\n"
     );
     srv.shutdown().await;

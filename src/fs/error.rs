@@ -44,6 +44,13 @@ pub enum FsError {
     Io(String),
     #[error("bad file handle")]
     BadHandle,
+    /// The mount is shutting down and takes no more writes.
+    #[error("the mount is shutting down")]
+    ShuttingDown,
+    /// Acknowledged bytes of this object could not be appended (they are in the rescue file);
+    /// the first write or open for writing after that is told.
+    #[error("earlier writes to {0:?} could not be appended and were saved to the rescue file")]
+    Hole(String),
 }
 
 impl From<ClientError> for FsError {
@@ -74,6 +81,7 @@ impl FsError {
             FsError::NotSupported => libc::ENOTSUP,
             FsError::Io(_) => libc::EIO,
             FsError::BadHandle => libc::EBADF,
+            FsError::ShuttingDown | FsError::Hole(_) => libc::EIO,
         }
     }
 

@@ -1,7 +1,9 @@
-//! A mount from start to end: credentials and client, the bucket check that makes a wrong key
-//! or missing bucket fail before anything is mounted, the optional embedded server, the FUSE
-//! session, kernel readahead, readiness for the parent process, and the orderly end (SIGTERM,
-//! SIGINT or `umount`: flush every buffer, report what could not be sent, unmount, exit).
+//! A mount from start to end: credentials and client, the checks that make a wrong key, a
+//! missing bucket or an unusable mount point fail before anything is mounted, the FUSE
+//! session, kernel readahead and invalidation, and the orderly end (SIGTERM, SIGINT or
+//! `umount`: drain every stream under the shutdown grace, rescue what could not be sent,
+//! unmount). The embedded server, when asked for, is started by the command line, which hands
+//! its endpoint and keys in: the filesystem never imports the server.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,13 +17,10 @@ use super::append::StreamConfig;
 use super::core::{Core, FsConfig};
 use crate::client::{
     CachingProvider, Client, ClientConfig, CreateOptions, CredentialsProvider, EnvProvider,
-    StaticProvider,
 };
-use crate::oss::Credentials;
-use crate::server::{self, ServerConfig, Storage};
 
 /// Everything `appendfs mount` takes (the command-line contract).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MountOptions {
     pub bucket: String,
     pub prefix: String,
@@ -40,10 +39,16 @@ pub struct MountOptions {
     pub file_mode: u16,
     pub dir_mode: u16,
     pub allow_other: bool,
-    /// `--embedded[=DIR]`: `Some(None)` for the default data directory.
-    pub embedded: Option<Option<PathBuf>>,
+    /// Credentials to use instead of looking them up (the embedded server's keys).
+    pub credentials: Option<Arc<dyn CredentialsProvider>>,
     /// Creation settings for new objects (ACL, storage class, encryption).
     pub create: CreateOptions,
+    /// Drain deadline at umount, SIGTERM and SIGINT.
+    pub shutdown_grace: Duration,
+    /// How long one chunk of appends is retried (outages included) before it is rescued.
+    pub retry_budget: Duration,
+    /// Where bytes that cannot be appended are saved.
+    pub rescue_dir: PathBuf,
 }
 
 /// Parses `oss://BUCKET[/PREFIX]`.
@@ -81,59 +86,20 @@ pub struct Mounted {
     pub core: Arc<Core>,
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
-    /// Kept alive for `--embedded`.
-    _server: Option<server::RunningServer>,
+    grace: Duration,
 }
 
 /// Checks the bucket, mounts, and returns once the mount is live. Must run inside a tokio
 /// runtime (the filesystem's tasks run on it).
 pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
-    let md = std::fs::metadata(&opts.mountpoint)
-        .with_context(|| format!("mount point {}", opts.mountpoint.display()))?;
-    if !md.is_dir() {
-        bail!(
-            "mount point {} is not a directory",
-            opts.mountpoint.display()
-        );
-    }
-    let (endpoint, provider, srv): (String, Arc<dyn CredentialsProvider>, _) = match &opts.embedded
-    {
-        Some(dir) => {
-            let dir = dir.clone().unwrap_or_else(default_embedded_dir);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("embedded data directory {}", dir.display()))?;
-            // Fresh random keys each run: the server is only reachable through this process.
-            let creds = Credentials::new(
-                format!("EMB{:016X}", rand::random::<u64>()),
-                format!("{:032x}", rand::random::<u128>()),
-            );
-            let cfg = ServerConfig {
-                storage: Storage::Dir(dir.clone()),
-                credentials: Some(creds.clone()),
-                buckets: vec![opts.bucket.clone()],
-                ..ServerConfig::default()
-            };
-            let srv = server::start(cfg, "127.0.0.1:0".parse().expect("literal address"))
-                .await
-                .with_context(|| format!("starting the embedded server on {}", dir.display()))?;
-            tracing::info!(endpoint = %srv.endpoint(), data_dir = %dir.display(), "embedded OSS-compatible server started");
-            (
-                srv.endpoint(),
-                Arc::new(StaticProvider::new(creds)),
-                Some(srv),
-            )
-        }
-        None => {
-            let endpoint = opts
-                .endpoint
-                .clone()
-                .context("no endpoint: pass --endpoint URL, set OSS_ENDPOINT, or use --embedded")?;
-            (
-                endpoint,
-                Arc::new(CachingProvider::new(Arc::new(EnvProvider))),
-                None,
-            )
-        }
+    check_mountpoint(&opts.mountpoint)?;
+    let endpoint = opts
+        .endpoint
+        .clone()
+        .context("no endpoint: pass --endpoint URL, set OSS_ENDPOINT, or use --embedded")?;
+    let provider: Arc<dyn CredentialsProvider> = match &opts.credentials {
+        Some(p) => p.clone(),
+        None => Arc::new(CachingProvider::new(Arc::new(EnvProvider))),
     };
     let mut ccfg = ClientConfig::new(&endpoint, &opts.bucket).context("client configuration")?;
     ccfg.region = opts.region.clone();
@@ -159,10 +125,11 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
             chunk_size: opts.append_chunk,
             flush_interval: opts.flush_interval,
             create: opts.create.clone(),
-            give_up_after: Duration::from_secs(120),
+            give_up_after: opts.retry_budget,
         },
+        rescue_dir: opts.rescue_dir.clone(),
     };
-    let core = Core::new(client, fs_cfg);
+    let core = Core::new(Arc::new(client), fs_cfg);
     let adapter = Adapter::new(
         core.clone(),
         tokio::runtime::Handle::current(),
@@ -196,12 +163,51 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         .context("mount task")?
         .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
     raise_readahead(&opts.mountpoint);
+    let notifier = session.notifier();
+    core.set_invalidator(Box::new(move |ino| {
+        // Size and cached pages of `ino` are stale; ENOENT (the kernel forgot it) is fine.
+        let _ = notifier.inval_inode(fuser::INodeNo(ino), 0, 0);
+    }));
     tracing::info!(bucket = %opts.bucket, prefix = %opts.prefix, mountpoint = %opts.mountpoint.display(), "mounted");
     Ok(Mounted {
         core,
         session: Some(session),
         mountpoint: opts.mountpoint.clone(),
-        _server: srv,
+        grace: opts.shutdown_grace,
+    })
+}
+
+/// Refuses a mount point that is not a directory, that already holds a FUSE mount (mounts
+/// would stack silently), or that is a dead FUSE mount (its daemon was killed).
+fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
+    let shown = mountpoint.display();
+    let md = match std::fs::metadata(mountpoint) {
+        Ok(md) => md,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
+            "mount point {shown} is a dead FUSE mount (its daemon is gone: \"Transport endpoint is not connected\"); clear it with `umount -l {shown}` (or `fusermount3 -uz {shown}`) and mount again"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("mount point {shown}")),
+    };
+    if !md.is_dir() {
+        bail!("mount point {shown} is not a directory");
+    }
+    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    if let Some(fstype) = mounted_fuse_at(&canonical) {
+        bail!("{shown} already holds a FUSE mount ({fstype}); unmount it first (`umount {shown}`)");
+    }
+    Ok(())
+}
+
+/// The type of a FUSE filesystem mounted exactly at `path`, from /proc/self/mountinfo.
+fn mounted_fuse_at(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        let target = fields.nth(4)?;
+        let rest: Vec<&str> = line.split(" - ").nth(1)?.split(' ').collect();
+        let fstype = rest.first()?;
+        (target == want && fstype.starts_with("fuse")).then(|| fstype.to_string())
     })
 }
 
@@ -225,9 +231,11 @@ impl Mounted {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
-    /// Flushes every buffer, then unmounts. Returns the byte ranges that could not be sent.
-    pub async fn shutdown(mut self) -> Vec<String> {
-        let problems = self.core.flush_all().await;
+    /// Drains every stream (in parallel, within the shutdown grace), then unmounts. Returns
+    /// the rescue file when acknowledged bytes had to be saved to it during the mount's life.
+    pub async fn shutdown(mut self) -> Option<PathBuf> {
+        let deadline = std::time::Instant::now() + self.grace;
+        let rescued = self.core.drain(deadline).await;
         if let Some(session) = self.session.take() {
             let mp = self.mountpoint.clone();
             // After an external `umount` the kernel side is already gone: only join.
@@ -243,12 +251,14 @@ impl Mounted {
             match res {
                 Ok(Ok(())) => {}
                 other => {
-                    tracing::warn!(result = ?other.map(|r| r.err()), "unmount failed; detaching lazily");
+                    // Busy (a writer keeps a file open): nothing it writes from now on is
+                    // acknowledged (the mount stopped taking writes), so detaching loses nothing.
+                    tracing::info!(result = ?other.map(|r| r.err()), "mount busy; detaching lazily");
                     lazy_unmount(&mp);
                 }
             }
         }
-        problems
+        (rescued > 0).then(|| self.core.rescue().path()).flatten()
     }
 }
 

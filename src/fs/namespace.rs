@@ -76,8 +76,15 @@ pub struct Node {
     pub listing: Option<Cached<Arc<Listing>>>,
     /// Single-flight: concurrent attribute refreshes share one HEAD.
     pub refresh: Arc<tokio::sync::Mutex<()>>,
-    /// Deleted or renamed away: no longer reachable by path.
+    /// Deleted, renamed away or replaced: no longer reachable by path.
     pub detached: bool,
+    /// The object this node stood for was replaced behind the mount (another object now has
+    /// its key and a new inode): reads of its handles get ESTALE, its attributes stay as
+    /// last seen.
+    pub replaced: bool,
+    /// Length and CRC-64 of the prefix of the object this node stands for, as verified: growth
+    /// counts as the same object only if it extends this prefix.
+    pub verified: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -179,6 +186,24 @@ impl Nodes {
         false
     }
 
+    /// The object at `ino`'s path was replaced: the old node is detached and kept for its
+    /// handles; the path gets a new node (a new inode number, so `tail -F` notices) that
+    /// inherits the kernel's lookup count (the kernel resolves the name to the new number at
+    /// its next lookup and then forgets the old one). Returns the new inode.
+    pub fn replace(&mut self, ino: u64) -> Option<u64> {
+        let old = self.by_ino.get_mut(&ino)?;
+        if old.replaced || old.detached {
+            return None;
+        }
+        old.replaced = true;
+        old.detached = true;
+        let (path, kind) = (old.path.clone(), old.kind);
+        if self.by_path.get(&path) == Some(&ino) {
+            self.by_path.remove(&path);
+        }
+        Some(self.get_or_insert(&path, kind).ino)
+    }
+
     pub fn invalidate_listing(&mut self, dir_path: &str) {
         if let Some(ino) = self.by_path.get(dir_path) {
             if let Some(n) = self.by_ino.get_mut(ino) {
@@ -201,6 +226,8 @@ impl Node {
             listing: None,
             refresh: Arc::new(tokio::sync::Mutex::new(())),
             detached: false,
+            replaced: false,
+            verified: None,
         }
     }
 }

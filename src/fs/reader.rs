@@ -13,7 +13,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tracing::Instrument;
 
 use super::error::{FsError, FsResult};
-use crate::client::{Client, RangeSpec};
+use super::store::Store;
 
 /// Bytes per block: one GET each, and the kernel's read size with `st_blksize` = 1 MiB.
 pub const BLOCK: u64 = 1024 * 1024;
@@ -38,15 +38,15 @@ struct Inner {
 }
 
 pub struct BlockCache {
-    client: Client,
+    store: Arc<dyn Store>,
     capacity: u64,
     inner: Mutex<Inner>,
 }
 
 impl BlockCache {
-    pub fn new(client: Client, capacity: u64) -> Self {
+    pub fn new(store: Arc<dyn Store>, capacity: u64) -> Self {
         BlockCache {
-            client,
+            store,
             capacity,
             inner: Mutex::new(Inner {
                 lru: lru::LruCache::unbounded(),
@@ -166,15 +166,14 @@ impl BlockCache {
         let this = self.clone();
         let key = key.to_string();
         let run = async move {
-            match this
-                .client
-                .get_object_bytes(&key, Some(RangeSpec::FromTo(first, first + total - 1)))
-                .await
-            {
+            match this.store.get_range(&key, first, first + total - 1).await {
                 Ok(d) => Ok(d.data),
-                // The object is shorter than we were told: it was replaced or truncated.
+                // The object is shorter than we were told: the reader finds out why.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(Bytes::new()),
-                Err(e) => Err(FsError::from(e)),
+                Err(e) => {
+                    tracing::warn!(key = %key, offset = first, bytes = total, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
+                    Err(FsError::from(e))
+                }
             }
         }
         .instrument(span)

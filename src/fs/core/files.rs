@@ -1,0 +1,508 @@
+//! Files: open, create, read, write, flush, release, setattr and the `user.oss.*` attributes.
+//! Writes go to the object's append stream; reads come from the block cache (and, for bytes
+//! this mount wrote and has not yet confirmed, from the stream).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use super::{lock, Attr, Core, HandleKind, OpenMode, ReadState};
+use crate::fs::append::{exactly_once, AppendStream, WriteMark};
+use crate::fs::error::{FsError, FsResult};
+use crate::fs::namespace::{Cached, FileMeta, Kind};
+use crate::fs::reader::{BLOCK, MAX_WINDOW};
+use crate::oss::meta::storage_class_appendable;
+use crate::oss::{crc64, ObjectType};
+
+impl Core {
+    /// The append stream of `ino`, started from a HEAD when this mount has none (or only one
+    /// whose object is gone). Refuses objects that cannot be appended to.
+    async fn stream_for(&self, ino: u64) -> FsResult<Arc<AppendStream>> {
+        if let Some(s) = lock(&self.streams).get(&ino) {
+            if !s.is_gone() {
+                return Ok(s.clone());
+            }
+        }
+        let (now, meta) = self.file_meta(ino, true).await?;
+        if now != ino {
+            return Err(FsError::Stale);
+        }
+        let (path, _) = self.node_info(ino)?;
+        if meta.object_type != ObjectType::Appendable {
+            tracing::info!(key = %path, object_type = meta.object_type.as_str(), errno = "EPERM", "refusing to write: only Appendable objects can be written; this one was created by PutObject, multipart upload or as a symlink");
+            return Err(FsError::NotPermitted(format!(
+                "{path:?} is a {} object",
+                meta.object_type.as_str()
+            )));
+        }
+        if let Some(class) = meta
+            .storage_class
+            .as_deref()
+            .filter(|c| !storage_class_appendable(c))
+        {
+            tracing::info!(key = %path, storage_class = class, errno = "EPERM", "refusing to write: this storage class cannot be appended to");
+            return Err(FsError::NotPermitted(format!(
+                "{path:?} has storage class {class}"
+            )));
+        }
+        Ok(self.install_stream(ino, path, meta.size, meta.crc64.unwrap_or(0)))
+    }
+
+    /// The stream of `ino`, or a new one at (`position`, `crc`) when there is none alive.
+    fn install_stream(&self, ino: u64, key: String, position: u64, crc: u64) -> Arc<AppendStream> {
+        let mut streams = lock(&self.streams);
+        if let Some(s) = streams.get(&ino) {
+            if !s.is_gone() {
+                return s.clone();
+            }
+        }
+        let s = AppendStream::start(key, position, crc, self.shared.clone());
+        streams.insert(ino, s.clone());
+        s
+    }
+
+    pub async fn open(&self, ino: u64, mode: OpenMode) -> FsResult<u64> {
+        let (_, kind) = self.node_info(ino)?;
+        if kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let stream = if mode.write {
+            self.writable()?;
+            let s = self.stream_for(ino).await?;
+            s.check_open().inspect_err(|e| {
+                tracing::warn!(key = %s.key(), errno = e.errno(), error = %e, "open for writing refused");
+            })?;
+            Some(s)
+        } else {
+            None
+        };
+        self.bump_open(ino, 1);
+        Ok(self.new_handle(HandleKind::File {
+            ino,
+            stream,
+            mark: WriteMark::default(),
+            read: ReadState {
+                last_end: 0,
+                window: 0,
+            },
+        }))
+    }
+
+    fn bump_open(&self, ino: u64, by: i64) {
+        let mut nodes = lock(&self.nodes);
+        if let Some(n) = nodes.by_ino.get_mut(&ino) {
+            n.open_handles = n.open_handles.saturating_add_signed(by);
+        }
+    }
+
+    /// Creates an empty Appendable object at once (so other hosts see it) and opens it. The
+    /// create is a zero-length append at 0 made exactly once: an unclear outcome is settled by
+    /// HEAD. When the name already holds an object (a 409), it is looked up on OSS, past every
+    /// cache, and opened (or `EEXIST` with `O_EXCL`). `O_EXCL` is decided by a HEAD first,
+    /// since the append also succeeds on an existing empty object; two hosts creating the
+    /// same name at the same instant can both succeed (OSS offers no create-if-absent for
+    /// appendable objects).
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        exclusive: bool,
+        mode: OpenMode,
+    ) -> FsResult<(Attr, u64)> {
+        self.writable()?;
+        let path = self.child_path(parent, name, Kind::File)?;
+        if exclusive {
+            match self.store.head(&path).await {
+                Ok(_) => return Err(FsError::Exists),
+                Err(e) if e.is_no_such_key() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let empty = Bytes::new();
+        let mut cancel = self.shared.cancel.clone();
+        let landed = exactly_once::append(
+            exactly_once::Job {
+                store: self.store.as_ref(),
+                key: &path,
+                create: &self.shared.config.create,
+                position: 0,
+                crc: 0,
+                data: &empty,
+                follow_end: true,
+                // The caller waits: the normal request budget, not the streams' long one.
+                deadline: Instant::now()
+                    + self
+                        .cfg
+                        .metadata_ttl
+                        .max(std::time::Duration::from_secs(30)),
+            },
+            &mut cancel,
+        )
+        .await;
+        let existing = match landed {
+            Ok(l) if l.at == 0 && l.position == 0 => false,
+            Ok(_)
+            | Err(exactly_once::Failed {
+                error: FsError::NotPermitted(_),
+                ..
+            }) => true,
+            Err(f) => {
+                tracing::warn!(key = %path, errno = f.error.errno(), error = %f.error, "create failed");
+                return Err(f.error);
+            }
+        };
+        {
+            let parent_dir = self.dir_path(parent)?;
+            lock(&self.nodes).invalidate_listing(&parent_dir);
+        }
+        let attr = if existing {
+            if exclusive {
+                return Err(FsError::Exists);
+            }
+            self.lookup_remote(&path).await?
+        } else {
+            let meta = FileMeta {
+                size: 0,
+                mtime: SystemTime::now(),
+                object_type: ObjectType::Appendable,
+                etag: String::new(),
+                crc64: Some(0),
+                storage_class: None,
+                user_meta: BTreeMap::new(),
+                from_head: false,
+            };
+            let attr = self.take_ref(&path, Kind::File, Some(meta));
+            // A fresh stream: its position and CRC are known, so no HEAD.
+            self.install_stream(attr.ino, path.clone(), 0, 0);
+            attr
+        };
+        match self.open(attr.ino, mode).await {
+            Ok(fh) => Ok((attr, fh)),
+            Err(e) => {
+                self.forget(attr.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let h = self.handle(fh)?;
+        let (ino, window, sequential) = match &mut *lock(&h) {
+            HandleKind::File { ino, read, .. } => {
+                let sequential = offset == read.last_end && offset > 0;
+                read.window = if sequential {
+                    (read.window * 2).clamp(2, MAX_WINDOW)
+                } else {
+                    1
+                };
+                read.last_end = offset + size as u64;
+                (*ino, read.window, sequential)
+            }
+            _ => return Err(FsError::BadHandle),
+        };
+        // The bytes past the confirmed length are read from the append stream by absolute
+        // stream offset: the local byte at file offset `base + k` is at stream offset `p + k`,
+        // with the `p` that `base` was computed from. If the bytes were confirmed meanwhile
+        // they are remote now, and the read is computed again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (path, generation, meta, replaced) = {
+                let nodes = lock(&self.nodes);
+                let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
+                (n.path.clone(), n.generation, n.meta.clone(), n.replaced)
+            };
+            if replaced {
+                return Err(FsError::Stale);
+            }
+            let remote = match meta {
+                Some(m) => m.value.size,
+                None => self.file_meta(ino, false).await?.1.size,
+            };
+            let stream = lock(&self.streams).get(&ino).cloned();
+            // Bytes of this mount's own appends not yet confirmed start at the larger of the two
+            // lengths (an idle stream adopts newer remote lengths).
+            let (base, local, p) = match &stream {
+                Some(s) => {
+                    let (p, local) = s.local_span();
+                    (remote.max(p), local, p)
+                }
+                None => (remote, 0, 0),
+            };
+            let want_end = offset + size as u64;
+            let mut out = BytesMut::new();
+            if offset < base {
+                // Prefetch first, so the window's GETs run alongside this read's own.
+                if sequential && window > 0 {
+                    let next = want_end.min(base).div_ceil(BLOCK);
+                    self.cache
+                        .prefetch(&path, ino, generation, next, window, base);
+                }
+                let data = self
+                    .cache
+                    .read(&path, ino, generation, offset, size as u64, base)
+                    .await?;
+                let expected = want_end.min(base) - offset;
+                if (data.len() as u64) < expected {
+                    return self.short_read(ino, &path, offset, data, base).await;
+                }
+                if offset + data.len() as u64 == base {
+                    self.verify_growth(ino, offset, &data, base)?;
+                }
+                if want_end <= base || local == 0 {
+                    return Ok(data); // all of it remote: no copy
+                }
+                out.extend_from_slice(&data);
+            }
+            if want_end > base && local > 0 {
+                let from = offset.max(base);
+                if let Some(s) = &stream {
+                    match s.read_local(p + (from - base), want_end - from) {
+                        Some(bytes) => out.extend_from_slice(&bytes),
+                        // Confirmed meanwhile: now below the remote length.
+                        None if attempt < 3 => continue,
+                        // Still moving: a short read, never wrong bytes.
+                        None => {}
+                    }
+                }
+            }
+            return Ok(out.freeze());
+        }
+    }
+
+    /// A GET gave fewer bytes than the known size promised: the size is stale. HEAD decides:
+    /// a replaced object fails the read with ESTALE (its name has a new inode now); an object
+    /// that really is this short gets its new size (the kernel is told from another task) and
+    /// the real bytes; a server whose HEAD still promises more than its GET gives is not
+    /// believed: EIO. Never zeros.
+    async fn short_read(
+        &self,
+        ino: u64,
+        path: &str,
+        offset: u64,
+        data: Bytes,
+        believed: u64,
+    ) -> FsResult<Bytes> {
+        if let Some(n) = lock(&self.nodes).by_ino.get_mut(&ino) {
+            n.meta = None;
+        }
+        let (now, meta) = self.file_meta(ino, true).await?;
+        self.invalidate(ino);
+        if now != ino {
+            return Err(FsError::Stale);
+        }
+        let got_end = offset + data.len() as u64;
+        if meta.size > got_end {
+            tracing::warn!(
+                key = path,
+                offset,
+                bytes = data.len(),
+                size = meta.size,
+                believed,
+                errno = "EIO",
+                "GET returned fewer bytes than HEAD says the object holds: not serving a guess"
+            );
+            return Err(FsError::Io(format!(
+                "{path:?}: GET at {offset} returned {} bytes, HEAD says {} bytes",
+                data.len(),
+                meta.size
+            )));
+        }
+        Ok(data)
+    }
+
+    /// `data` ends at `end`, the object's known length: if it covers bytes past the verified
+    /// prefix, the prefix's CRC combined with theirs must equal the CRC HEAD reported for
+    /// `end`, or the object was replaced (and regrown) behind the mount.
+    fn verify_growth(&self, ino: u64, offset: u64, data: &Bytes, end: u64) -> FsResult<()> {
+        let mut nodes = lock(&self.nodes);
+        let Some(n) = nodes.by_ino.get_mut(&ino) else {
+            return Ok(());
+        };
+        let (Some((vlen, vcrc)), Some(m)) = (n.verified, n.meta.as_ref()) else {
+            return Ok(());
+        };
+        let Some(head_crc) = m.value.crc64.filter(|_| m.value.size == end) else {
+            return Ok(());
+        };
+        if vlen >= end || vlen < offset {
+            return Ok(());
+        }
+        let tail = &data[(vlen - offset) as usize..];
+        let combined = crc64::combine(vcrc, crc64::checksum(tail), tail.len() as u64);
+        if combined == head_crc {
+            n.verified = Some((end, head_crc));
+            return Ok(());
+        }
+        let path = n.path.clone();
+        let new = nodes.replace(ino);
+        drop(nodes);
+        tracing::info!(key = %path, old_ino = ino, new_ino = ?new, verified = vlen, size = end, "object replaced behind the mount (its new bytes do not extend the old ones): the name gets a new inode");
+        if let Some(s) = lock(&self.streams).remove(&ino) {
+            s.stop_when_idle();
+        }
+        self.invalidate(ino);
+        Err(FsError::Stale)
+    }
+
+    pub async fn write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: Bytes,
+        append_mode: bool,
+    ) -> FsResult<u32> {
+        let h = self.handle(fh)?;
+        let stream = match &*lock(&h) {
+            HandleKind::File {
+                stream: Some(s), ..
+            } => s.clone(),
+            HandleKind::File { .. } => return Err(FsError::BadHandle),
+            _ => return Err(FsError::IsDir),
+        };
+        let n = data.len() as u32;
+        let end = stream
+            .write_bytes(fh, offset, data, append_mode)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, FsError::Hole(_) | FsError::ShuttingDown | FsError::Stale) {
+                    tracing::warn!(key = %stream.key(), errno = e.errno(), error = %e, "write refused");
+                }
+            })?;
+        if let HandleKind::File { mark, .. } = &mut *lock(&h) {
+            mark.last_end = mark.last_end.max(end);
+        }
+        Ok(n)
+    }
+
+    /// close() and fsync(): returns once every byte written through this handle is on OSS,
+    /// and reports failures of those bytes only.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let h = self.handle(fh)?;
+        let (stream, mut mark) = match &*lock(&h) {
+            HandleKind::File {
+                stream: Some(s),
+                mark,
+                ..
+            } => (s.clone(), *mark),
+            _ => return Ok(()),
+        };
+        if mark.last_end <= mark.flushed {
+            return Ok(());
+        }
+        let res = stream.flush(fh, &mut mark).await;
+        if let HandleKind::File { mark: m, .. } = &mut *lock(&h) {
+            m.flushed = m.flushed.max(mark.flushed);
+        }
+        if let Err(e) = &res {
+            tracing::error!(key = %stream.key(), errno = e.errno(), error = %e, "flush failed: bytes written through this handle are not all on OSS");
+        }
+        res
+    }
+
+    pub async fn release(&self, fh: u64) -> FsResult<()> {
+        let res = self.flush(fh).await;
+        let h = lock(&self.handles).remove(&fh);
+        if let Some(h) = h {
+            if let HandleKind::File { ino, stream, .. } = &*lock(&h) {
+                self.bump_open(*ino, -1);
+                if let Some(s) = stream {
+                    s.forget_writer(fh);
+                }
+            }
+        }
+        res
+    }
+
+    /// setattr: truncate to the current size is a no-op, truncate to 0 of an Appendable object
+    /// replaces it with an empty one, other sizes and mode/owner changes are refused, times are
+    /// accepted and not stored.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        size: Option<u64>,
+        mode_or_owner: bool,
+    ) -> FsResult<Attr> {
+        if mode_or_owner {
+            return Err(FsError::NotPermitted(
+                "OSS objects have no mode or owner to change".into(),
+            ));
+        }
+        let (path, kind) = self.node_info(ino)?;
+        if let Some(size) = size {
+            if kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            self.writable()?;
+            let current = self.getattr(ino).await?.size;
+            if size != current {
+                if size != 0 {
+                    tracing::info!(key = %path, size, current, errno = "EPERM", "refused truncate: only truncation to 0 (replace) is possible");
+                    return Err(FsError::NotPermitted(format!(
+                        "truncate {path:?} to {size}"
+                    )));
+                }
+                let stream = self.stream_for(ino).await?;
+                stream.replace_with_empty().await?;
+                let meta = FileMeta {
+                    size: 0,
+                    mtime: SystemTime::now(),
+                    object_type: ObjectType::Appendable,
+                    etag: String::new(),
+                    crc64: Some(0),
+                    storage_class: None,
+                    user_meta: BTreeMap::new(),
+                    from_head: false,
+                };
+                let mut nodes = lock(&self.nodes);
+                if let Some(n) = nodes.by_ino.get_mut(&ino) {
+                    n.generation += 1;
+                    n.verified = Some((0, 0));
+                    n.meta = Some(Cached {
+                        value: meta,
+                        at: Instant::now(),
+                    });
+                }
+            }
+        }
+        self.getattr(ino).await
+    }
+
+    /// `user.oss.*` attributes: object type, ETag, CRC-64, storage class, next append position
+    /// and user metadata (`user.oss.meta.NAME`).
+    pub async fn xattrs(&self, ino: u64) -> FsResult<Vec<(String, Vec<u8>)>> {
+        let (_, kind) = self.node_info(ino)?;
+        if kind == Kind::Dir {
+            return Ok(Vec::new());
+        }
+        let (_, m) = self.file_meta(ino, true).await?;
+        let mut out = vec![
+            (
+                "user.oss.object-type".to_string(),
+                m.object_type.as_str().as_bytes().to_vec(),
+            ),
+            (
+                "user.oss.etag".to_string(),
+                m.etag.trim_matches('"').as_bytes().to_vec(),
+            ),
+        ];
+        if let Some(c) = m.crc64 {
+            out.push(("user.oss.crc64".into(), c.to_string().into_bytes()));
+        }
+        if let Some(c) = &m.storage_class {
+            out.push(("user.oss.storage-class".into(), c.clone().into_bytes()));
+        }
+        if m.object_type == ObjectType::Appendable {
+            out.push((
+                "user.oss.next-append-position".into(),
+                m.size.to_string().into_bytes(),
+            ));
+        }
+        for (k, v) in &m.user_meta {
+            out.push((format!("user.oss.meta.{k}"), v.clone().into_bytes()));
+        }
+        Ok(out)
+    }
+}
