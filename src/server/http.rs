@@ -183,6 +183,35 @@ impl OssError {
                 "BucketNotEmpty",
                 "The bucket you tried to delete is not empty.",
             ),
+            StoreError::NoSuchUpload => Self::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchUpload",
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+            ),
+            StoreError::InvalidPart(n) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                "One or more of the specified parts could not be found or the specified entity tag might not have matched the part's entity tag.",
+            )
+            .extra("PartNumber", n.to_string()),
+            StoreError::InvalidPartOrder => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidPartOrder",
+                "The list of parts was not in ascending order. Parts must be ordered by part number.",
+            )
+            .ec("0042-00000209"),
+            StoreError::EntityTooSmall(n) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed size.",
+            )
+            .ec("0042-00000213")
+            .extra("PartNumber", n.to_string()),
+            StoreError::MalformedPartList => Self::new(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
+            ),
             StoreError::Io(_) | StoreError::Index(_) => {
                 tracing::error!(bucket, key, error = %e, "storage failure");
                 Self::internal("We encountered an internal error. Please try again.")

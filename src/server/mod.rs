@@ -1,6 +1,7 @@
 //! The local OSS-compatible server (`appendfs serve`, and what `mount --embedded` starts): the
 //! HTTP face in [`http`], the operations in [`ops`], storage in [`store`] (RAM or a durable data
-//! directory), the listing engine in [`list`] and fault injection in [`fault`]. It behaves like
+//! directory), multipart upload in [`multipart`], the listing engine in [`list`] and fault
+//! injection in [`fault`]. It behaves like
 //! OSS as the official SDKs see it, so every other layer can be tested against it over real HTTP.
 
 pub mod disk;
@@ -8,6 +9,7 @@ pub mod fault;
 pub mod http;
 pub mod list;
 pub mod mem;
+pub mod multipart;
 pub mod ops;
 pub mod store;
 

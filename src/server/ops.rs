@@ -1,6 +1,7 @@
 //! The OSS operations of the local server, one function each, on top of [`Store`]: AppendObject,
 //! PutObject, CopyObject, GetObject (ranges, conditionals), HeadObject, GetObjectMeta,
-//! DeleteObject, ListObjectsV2 / ListObjects, and the bucket calls the SDKs need.
+//! DeleteObject, ListObjectsV2 / ListObjects, and the bucket calls the SDKs need; multipart
+//! calls are routed here and answered in [`multipart`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use md5::{Digest, Md5};
 
 use super::http::{empty, full, Body, OssError, OssRequest};
 use super::list::{self, ListParams};
+use super::multipart;
 use super::store::{CreateAttrs, ObjectRecord, StoreError};
 use super::{CopyAppendable, ServerState};
 use crate::oss::meta::{canonical_storage_class, guess_content_type, STORED_HTTP_HEADERS};
@@ -41,6 +43,9 @@ pub async fn dispatch(
     let Some(key) = req.key.clone() else {
         return bucket_op(state, req, &bucket).await;
     };
+    if req.has("uploadId") || (req.method == Method::POST && req.has("uploads")) {
+        return multipart_op(state, req, &bucket, &key).await;
+    }
     match req.method {
         Method::POST if req.has("append") => {
             state.count("AppendObject");
@@ -80,7 +85,43 @@ pub async fn dispatch(
     }
 }
 
-fn method_not_allowed() -> OssError {
+/// The object-level multipart calls (a request with `uploadId`, or `POST ?uploads`).
+async fn multipart_op(
+    state: &Arc<ServerState>,
+    req: &mut OssRequest,
+    bucket: &str,
+    key: &str,
+) -> Result<Response<Body>, OssError> {
+    match req.method {
+        Method::POST if req.has("uploads") => {
+            state.count("InitiateMultipartUpload");
+            multipart::initiate(state, req, bucket, key).await
+        }
+        Method::PUT if req.headers.contains_key("x-oss-copy-source") => {
+            state.count("UploadPartCopy");
+            multipart::upload_part_copy(state, req, bucket, key).await
+        }
+        Method::PUT => {
+            state.count("UploadPart");
+            multipart::upload_part(state, req, bucket, key).await
+        }
+        Method::POST => {
+            state.count("CompleteMultipartUpload");
+            multipart::complete(state, req, bucket, key).await
+        }
+        Method::DELETE => {
+            state.count("AbortMultipartUpload");
+            multipart::abort(state, req, bucket, key).await
+        }
+        Method::GET => {
+            state.count("ListParts");
+            multipart::list_parts(state, req, bucket, key).await
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+pub(super) fn method_not_allowed() -> OssError {
     OssError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
@@ -88,20 +129,20 @@ fn method_not_allowed() -> OssError {
     )
 }
 
-fn status(code: StatusCode) -> Response<Body> {
+pub(super) fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = code;
     r
 }
 
-fn xml(body: String) -> Response<Body> {
+pub(super) fn xml(body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/xml"));
     r
 }
 
-fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
+pub(super) fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
     }
@@ -153,6 +194,10 @@ async fn bucket_op(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint>oss-{}</LocationConstraint>\n",
                 state.config.region
             )))
+        }
+        Method::GET if req.has("uploads") => {
+            state.count("ListMultipartUploads");
+            multipart::list_uploads(state, req, bucket).await
         }
         Method::GET if req.q("list-type") == Some("2") => {
             state.count("ListObjectsV2");
@@ -255,7 +300,7 @@ async fn list_buckets(state: &Arc<ServerState>) -> Result<Response<Body>, OssErr
 }
 
 /// Creation attributes from request headers, validated as the service does.
-fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
+pub(super) fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
     let storage_class = match req.header("x-oss-storage-class") {
         None => "Standard".to_string(),
         Some(c) => canonical_storage_class(c)
@@ -313,7 +358,7 @@ fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
 }
 
 /// Checks Content-MD5 when sent.
-fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
+pub(super) fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
     if let Some(sent) = req.header("content-md5") {
         let actual = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
         if sent.trim() != actual {
@@ -328,7 +373,7 @@ fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
 }
 
 /// Rejects a declared body over 5 GiB before reading it.
-fn check_declared_length(req: &OssRequest) -> Result<(), OssError> {
+pub(super) fn check_declared_length(req: &OssRequest) -> Result<(), OssError> {
     match req
         .header("content-length")
         .map(|v| v.trim().parse::<u64>())
@@ -446,7 +491,11 @@ async fn put(
 
 /// If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since (or their
 /// `x-oss-copy-source-` forms): `Err` carries the 412 or 304 answer.
-fn check_conditions(req: &OssRequest, prefix: &str, rec: &ObjectRecord) -> Result<(), OssError> {
+pub(super) fn check_conditions(
+    req: &OssRequest,
+    prefix: &str,
+    rec: &ObjectRecord,
+) -> Result<(), OssError> {
     let h = |name: &str| req.header(&format!("{prefix}{name}"));
     let same_etag = |v: &str| {
         v.split(',').any(|t| {
@@ -491,7 +540,7 @@ fn check_conditions(req: &OssRequest, prefix: &str, rec: &ObjectRecord) -> Resul
     Ok(())
 }
 
-async fn head_record(
+pub(super) async fn head_record(
     state: &Arc<ServerState>,
     bucket: &str,
     key: &str,
@@ -641,12 +690,12 @@ async fn read_body(
     Ok(http_body_util::StreamBody::new(stream).boxed())
 }
 
-async fn copy(
+/// The source of a CopyObject or UploadPartCopy (`x-oss-copy-source: /bucket/key`) and its
+/// record, with the `x-oss-copy-source-if-*` conditions checked.
+pub(super) async fn copy_source(
     state: &Arc<ServerState>,
-    req: &mut OssRequest,
-    bucket: &str,
-    key: &str,
-) -> Result<Response<Body>, OssError> {
+    req: &OssRequest,
+) -> Result<(String, String, ObjectRecord), OssError> {
     let source = req
         .header("x-oss-copy-source")
         .unwrap_or_default()
@@ -673,6 +722,16 @@ async fn copy(
             e
         }
     })?;
+    Ok((src_bucket, src_key, src))
+}
+
+async fn copy(
+    state: &Arc<ServerState>,
+    req: &mut OssRequest,
+    bucket: &str,
+    key: &str,
+) -> Result<Response<Body>, OssError> {
+    let (src_bucket, src_key, src) = copy_source(state, req).await?;
     let replace = req
         .header("x-oss-metadata-directive")
         .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
@@ -736,7 +795,7 @@ async fn copy(
     Ok(resp)
 }
 
-async fn read_all(
+pub(super) async fn read_all(
     state: &Arc<ServerState>,
     bucket: &str,
     key: &str,
