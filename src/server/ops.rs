@@ -27,52 +27,102 @@ const READ_PIECE: u64 = 1024 * 1024;
 /// User metadata limit per object.
 const MAX_USER_META: usize = 8 * 1024;
 
+/// The operation a request asks for, by the name OSS gives it: the one routing table, used by
+/// [`dispatch`] and by the accounting (which also names requests refused before dispatch).
+/// `Unknown` is answered 405, `NotImplemented` 501.
+pub fn operation_name(req: &OssRequest) -> &'static str {
+    let m = &req.method;
+    if req.bucket.is_none() {
+        return if *m == Method::GET {
+            "ListBuckets"
+        } else {
+            "Unknown"
+        };
+    }
+    if req.key.is_none() {
+        return match *m {
+            Method::PUT if req.query.iter().all(|(k, _)| k.is_empty()) => "PutBucket",
+            Method::DELETE if req.query.is_empty() => "DeleteBucket",
+            Method::GET if req.has("bucketInfo") => "GetBucketInfo",
+            Method::GET if req.has("location") => "GetBucketLocation",
+            Method::GET if req.has("uploads") => "ListMultipartUploads",
+            Method::GET if req.q("list-type") == Some("2") => "ListObjectsV2",
+            Method::GET
+                if req
+                    .query
+                    .iter()
+                    .all(|(k, _)| LIST_V1_PARAMS.contains(&k.as_str())) =>
+            {
+                "ListObjects"
+            }
+            Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE => {
+                "NotImplemented"
+            }
+            _ => "Unknown",
+        };
+    }
+    let copy = req.headers.contains_key("x-oss-copy-source");
+    if req.has("uploadId") || (*m == Method::POST && req.has("uploads")) {
+        return match *m {
+            Method::POST if req.has("uploads") => "InitiateMultipartUpload",
+            Method::PUT if copy => "UploadPartCopy",
+            Method::PUT => "UploadPart",
+            Method::POST => "CompleteMultipartUpload",
+            Method::DELETE => "AbortMultipartUpload",
+            Method::GET => "ListParts",
+            _ => "Unknown",
+        };
+    }
+    match *m {
+        Method::POST if req.has("append") => "AppendObject",
+        Method::PUT if copy => "CopyObject",
+        Method::PUT => "PutObject",
+        Method::GET => "GetObject",
+        Method::HEAD if req.has("objectMeta") => "GetObjectMeta",
+        Method::HEAD => "HeadObject",
+        Method::DELETE => "DeleteObject",
+        _ => "Unknown",
+    }
+}
+
 pub async fn dispatch(
     state: &Arc<ServerState>,
     req: &mut OssRequest,
 ) -> Result<Response<Body>, OssError> {
-    let Some(bucket) = req.bucket.clone() else {
-        return match req.method {
-            Method::GET => {
-                state.count("ListBuckets");
-                list_buckets(state).await
-            }
-            _ => Err(method_not_allowed()),
+    let op = operation_name(req);
+    if op == "Unknown" {
+        return Err(method_not_allowed());
+    }
+    if op == "NotImplemented" {
+        return Err(OssError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "This bucket operation is not implemented by the appendfs local server.",
+        ));
+    }
+    state.count(op);
+    let bucket = req.bucket.clone().unwrap_or_default();
+    let Some(key) = req.key.clone() else {
+        return match op {
+            "ListBuckets" => list_buckets(state).await,
+            _ => bucket_op(state, req, op, &bucket).await,
         };
     };
-    let Some(key) = req.key.clone() else {
-        return bucket_op(state, req, &bucket).await;
-    };
-    if req.has("uploadId") || (req.method == Method::POST && req.has("uploads")) {
-        return multipart_op(state, req, &bucket, &key).await;
-    }
-    match req.method {
-        Method::POST if req.has("append") => {
-            state.count("AppendObject");
-            append(state, req, &bucket, &key).await
-        }
-        Method::PUT if req.headers.contains_key("x-oss-copy-source") => {
-            state.count("CopyObject");
-            copy(state, req, &bucket, &key).await
-        }
-        Method::PUT => {
-            state.count("PutObject");
-            put(state, req, &bucket, &key).await
-        }
-        Method::GET => {
-            state.count("GetObject");
-            get(state, req, &bucket, &key, false).await
-        }
-        Method::HEAD if req.has("objectMeta") => {
-            state.count("GetObjectMeta");
-            object_meta(state, &bucket, &key).await
-        }
-        Method::HEAD => {
-            state.count("HeadObject");
-            get(state, req, &bucket, &key, true).await
-        }
-        Method::DELETE => {
-            state.count("DeleteObject");
+    let (b, k) = (bucket.as_str(), key.as_str());
+    match op {
+        "InitiateMultipartUpload" => multipart::initiate(state, req, b, k).await,
+        "UploadPartCopy" => multipart::upload_part_copy(state, req, b, k).await,
+        "UploadPart" => multipart::upload_part(state, req, b, k).await,
+        "CompleteMultipartUpload" => multipart::complete(state, req, b, k).await,
+        "AbortMultipartUpload" => multipart::abort(state, req, b, k).await,
+        "ListParts" => multipart::list_parts(state, req, b, k).await,
+        "AppendObject" => append(state, req, b, k).await,
+        "CopyObject" => copy(state, req, b, k).await,
+        "PutObject" => put(state, req, b, k).await,
+        "GetObject" => get(state, req, b, k, false).await,
+        "GetObjectMeta" => object_meta(state, b, k).await,
+        "HeadObject" => get(state, req, b, k, true).await,
+        "DeleteObject" => {
             state
                 .run(move |s| {
                     s.delete(&bucket, &key)
@@ -80,42 +130,6 @@ pub async fn dispatch(
                 })
                 .await?;
             Ok(status(StatusCode::NO_CONTENT))
-        }
-        _ => Err(method_not_allowed()),
-    }
-}
-
-/// The object-level multipart calls (a request with `uploadId`, or `POST ?uploads`).
-async fn multipart_op(
-    state: &Arc<ServerState>,
-    req: &mut OssRequest,
-    bucket: &str,
-    key: &str,
-) -> Result<Response<Body>, OssError> {
-    match req.method {
-        Method::POST if req.has("uploads") => {
-            state.count("InitiateMultipartUpload");
-            multipart::initiate(state, req, bucket, key).await
-        }
-        Method::PUT if req.headers.contains_key("x-oss-copy-source") => {
-            state.count("UploadPartCopy");
-            multipart::upload_part_copy(state, req, bucket, key).await
-        }
-        Method::PUT => {
-            state.count("UploadPart");
-            multipart::upload_part(state, req, bucket, key).await
-        }
-        Method::POST => {
-            state.count("CompleteMultipartUpload");
-            multipart::complete(state, req, bucket, key).await
-        }
-        Method::DELETE => {
-            state.count("AbortMultipartUpload");
-            multipart::abort(state, req, bucket, key).await
-        }
-        Method::GET => {
-            state.count("ListParts");
-            multipart::list_parts(state, req, bucket, key).await
         }
         _ => Err(method_not_allowed()),
     }
@@ -151,12 +165,12 @@ pub(super) fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
 async fn bucket_op(
     state: &Arc<ServerState>,
     req: &mut OssRequest,
+    op: &'static str,
     bucket: &str,
 ) -> Result<Response<Body>, OssError> {
     let b = bucket.to_string();
-    match req.method {
-        Method::PUT if req.query.iter().all(|(k, _)| k.is_empty()) => {
-            state.count("PutBucket");
+    match op {
+        "PutBucket" => {
             if !crate::oss::valid_bucket_name(bucket) {
                 return Err(OssError::new(
                     StatusCode::BAD_REQUEST,
@@ -173,8 +187,7 @@ async fn bucket_op(
                 .await?;
             Ok(status(StatusCode::OK))
         }
-        Method::DELETE if req.query.is_empty() => {
-            state.count("DeleteBucket");
+        "DeleteBucket" => {
             state
                 .run(move |s| {
                     s.delete_bucket(&b)
@@ -183,42 +196,17 @@ async fn bucket_op(
                 .await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        Method::GET if req.has("bucketInfo") => {
-            state.count("GetBucketInfo");
-            bucket_info(state, bucket).await
-        }
-        Method::GET if req.has("location") => {
-            state.count("GetBucketLocation");
+        "GetBucketInfo" => bucket_info(state, bucket).await,
+        "GetBucketLocation" => {
             require_bucket(state, bucket).await?;
             Ok(xml(format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint>oss-{}</LocationConstraint>\n",
                 state.config.region
             )))
         }
-        Method::GET if req.has("uploads") => {
-            state.count("ListMultipartUploads");
-            multipart::list_uploads(state, req, bucket).await
-        }
-        Method::GET if req.q("list-type") == Some("2") => {
-            state.count("ListObjectsV2");
-            list_v2(state, req, bucket).await
-        }
-        Method::GET
-            if req
-                .query
-                .iter()
-                .all(|(k, _)| LIST_V1_PARAMS.contains(&k.as_str())) =>
-        {
-            state.count("ListObjects");
-            list_v1(state, req, bucket).await
-        }
-        Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE => {
-            Err(OssError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                "This bucket operation is not implemented by the appendfs local server.",
-            ))
-        }
+        "ListMultipartUploads" => multipart::list_uploads(state, req, bucket).await,
+        "ListObjectsV2" => list_v2(state, req, bucket).await,
+        "ListObjects" => list_v1(state, req, bucket).await,
         _ => Err(method_not_allowed()),
     }
 }
