@@ -128,6 +128,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v.as_u64())
 }
 
+/// A rate in bytes per second: a size, optionally followed by `/s` (`16MiB`, `16MiB/s`).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    parse_size(s.strip_suffix("/s").unwrap_or(s))
+}
+
 fn parse_mode(s: &str) -> Result<u16, String> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -205,6 +210,14 @@ struct ServeArgs {
     /// Seed of the fault RNG (random when omitted; logged either way).
     #[arg(long, value_name = "N")]
     fault_seed: Option<u64>,
+    /// Network shaping: delay every answer's first byte by DUR (e.g. 5ms), like a round trip
+    /// to OSS. Off by default.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    latency: Option<Duration>,
+    /// Network shaping: pace each connection to RATE bytes per second in each direction
+    /// (e.g. 16MiB), like one connection to OSS. Off by default.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    bandwidth: Option<u64>,
     /// Accept unsigned requests.
     #[arg(long)]
     anonymous: bool,
@@ -383,6 +396,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             CopyMode::Reject => CopyAppendable::Reject,
         },
         region: args.region,
+        latency: args.latency,
+        bandwidth: args.bandwidth,
     };
     let running = server::start(config, args.listen).await?;
     let mut out = std::io::stdout().lock();

@@ -6,6 +6,11 @@
 //! syncs them, and only then commits the new length and CRC to the index: an acknowledged append
 //! survives `kill -9` and power loss, and a body cut off mid-way is never visible, because readers
 //! and later appends only trust the committed length.
+//!
+//! Multipart uploads live in two more tables (`uploads`: bucket + upload id → [`UploadRecord`];
+//! `parts`: bucket + upload id + part number → [`PartRecord`]); each part is a data file like an
+//! object's, synced before its record is committed, and removed when its upload completes or
+//! is aborted.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -18,12 +23,14 @@ use bytes::Bytes;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::store::{
-    new_data_id, now_ms, plan_append, plan_put, plan_update_meta, BucketRecord, CreateAttrs,
-    ObjectRecord, Store, StoreError,
+    new_data_id, now_ms, plan_append, plan_put, plan_update_meta, BucketRecord, CompletePlanner,
+    CreateAttrs, ObjectRecord, PartRecord, Store, StoreError, UploadRecord,
 };
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
+const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uploads");
+const PARTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("parts");
 
 pub struct DiskStore {
     db: Database,
@@ -42,7 +49,24 @@ fn index_key(bucket: &str, key: &[u8]) -> Vec<u8> {
 }
 
 fn decode_record(raw: &[u8]) -> Result<ObjectRecord, StoreError> {
+    decode(raw)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(raw).map_err(|e| StoreError::Index(format!("corrupt record: {e}")))
+}
+
+/// Index key of an upload; its parts' keys extend it with `/` and the big-endian part number,
+/// so a prefix scan yields them in part order.
+fn upload_key(bucket: &str, upload_id: &str) -> Vec<u8> {
+    index_key(bucket, upload_id.as_bytes())
+}
+
+fn part_key(bucket: &str, upload_id: &str, number: u32) -> Vec<u8> {
+    let mut k = upload_key(bucket, upload_id);
+    k.push(b'/');
+    k.extend_from_slice(&number.to_be_bytes());
+    k
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -58,6 +82,8 @@ impl DiskStore {
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.open_table(BUCKETS)?;
+        txn.open_table(UPLOADS)?;
+        txn.open_table(PARTS)?;
         txn.commit()?;
         let store = DiskStore {
             db,
@@ -75,6 +101,11 @@ impl DiskStore {
         for entry in table.iter()? {
             let (_, v) = entry?;
             live.insert(decode_record(v.value())?.data_id);
+        }
+        let parts = txn.open_table(PARTS)?;
+        for entry in parts.iter()? {
+            let (_, v) = entry?;
+            live.insert(decode::<PartRecord>(v.value())?.data_id);
         }
         for shard in fs::read_dir(&self.data_dir)? {
             let shard = shard?.path();
@@ -164,6 +195,58 @@ impl DiskStore {
     }
 }
 
+impl DiskStore {
+    /// The stored parts of an upload, in part order.
+    fn part_records(
+        &self,
+        txn: &redb::ReadTransaction,
+        bucket: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartRecord>, StoreError> {
+        let t = txn.open_table(PARTS)?;
+        let mut prefix = upload_key(bucket, upload_id);
+        prefix.push(b'/');
+        let mut out = Vec::new();
+        for entry in t.range::<&[u8]>(prefix.as_slice()..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn upload_record(
+        &self,
+        txn: &redb::ReadTransaction,
+        bucket: &str,
+        upload_id: &str,
+    ) -> Result<Option<UploadRecord>, StoreError> {
+        let t = txn.open_table(UPLOADS)?;
+        let v = t.get(upload_key(bucket, upload_id).as_slice())?;
+        v.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Removes an upload and all its part records in one transaction; returns the parts so
+    /// their files can be freed after the commit.
+    fn drop_upload(
+        &self,
+        txn: &redb::WriteTransaction,
+        bucket: &str,
+        upload_id: &str,
+        parts: &[PartRecord],
+    ) -> Result<(), StoreError> {
+        txn.open_table(UPLOADS)?
+            .remove(upload_key(bucket, upload_id).as_slice())?;
+        let mut t = txn.open_table(PARTS)?;
+        for p in parts {
+            t.remove(part_key(bucket, upload_id, p.number).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
 impl Store for DiskStore {
     fn blocking(&self) -> bool {
         true
@@ -208,7 +291,8 @@ impl Store for DiskStore {
 
     fn delete_bucket(&self, bucket: &str) -> Result<(), StoreError> {
         let _g = self.lock();
-        if !self.scan(bucket, Bound::Unbounded, 1)?.is_empty() {
+        if !self.scan(bucket, Bound::Unbounded, 1)?.is_empty() || !self.uploads(bucket)?.is_empty()
+        {
             return Err(StoreError::BucketNotEmpty);
         }
         let txn = self.db.begin_write()?;
@@ -359,5 +443,183 @@ impl Store for DiskStore {
             }
         }
         Ok(out)
+    }
+
+    fn create_upload(&self, bucket: &str, upload: &UploadRecord) -> Result<(), StoreError> {
+        let _g = self.lock();
+        let txn = self.db.begin_write()?;
+        {
+            if txn.open_table(BUCKETS)?.get(bucket)?.is_none() {
+                return Err(StoreError::NoSuchBucket);
+            }
+            txn.open_table(UPLOADS)?.insert(
+                upload_key(bucket, &upload.upload_id).as_slice(),
+                encode(upload)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn upload(&self, bucket: &str, upload_id: &str) -> Result<Option<UploadRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        self.require_bucket(&txn, bucket)?;
+        self.upload_record(&txn, bucket, upload_id)
+    }
+
+    fn uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        self.require_bucket(&txn, bucket)?;
+        let t = txn.open_table(UPLOADS)?;
+        let prefix = index_key(bucket, b"");
+        let mut out: Vec<UploadRecord> = Vec::new();
+        for entry in t.range::<&[u8]>(prefix.as_slice()..)? {
+            let (k, v) = entry?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(v.value())?);
+        }
+        out.sort_by(|x, y| (x.key.as_bytes(), &x.upload_id).cmp(&(y.key.as_bytes(), &y.upload_id)));
+        Ok(out)
+    }
+
+    fn put_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartRecord, StoreError> {
+        let mut part = PartRecord::new(number, &data);
+        part.data_id = new_data_id();
+        // Written and synced outside the writer lock, so parts upload in parallel; only the
+        // index commit is serialised.
+        let file = self.create_data_file(&part.data_id)?;
+        file.write_all_at(&data, 0)?;
+        file.sync_all()?;
+        let _g = self.lock();
+        let committed = (|| {
+            let txn = self.db.begin_write()?;
+            let old = {
+                if txn
+                    .open_table(UPLOADS)?
+                    .get(upload_key(bucket, upload_id).as_slice())?
+                    .is_none()
+                {
+                    return Err(StoreError::NoSuchUpload);
+                }
+                let mut t = txn.open_table(PARTS)?;
+                let k = part_key(bucket, upload_id, number);
+                let old = t
+                    .get(k.as_slice())?
+                    .map(|v| decode::<PartRecord>(v.value()));
+                t.insert(k.as_slice(), encode(&part)?.as_slice())?;
+                old.transpose()?
+            };
+            txn.commit()?;
+            Ok(old)
+        })();
+        match committed {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.remove_data_file(&old.data_id);
+                }
+                Ok(part)
+            }
+            Err(e) => {
+                self.remove_data_file(&part.data_id);
+                Err(e)
+            }
+        }
+    }
+
+    fn parts(&self, bucket: &str, upload_id: &str) -> Result<Vec<PartRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        self.require_bucket(&txn, bucket)?;
+        if self.upload_record(&txn, bucket, upload_id)?.is_none() {
+            return Err(StoreError::NoSuchUpload);
+        }
+        self.part_records(&txn, bucket, upload_id)
+    }
+
+    fn complete_upload(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        plan: &CompletePlanner<'_>,
+        forbid_overwrite: bool,
+    ) -> Result<ObjectRecord, StoreError> {
+        let _g = self.lock();
+        let (upload, stored) = {
+            let txn = self.db.begin_read()?;
+            self.require_bucket(&txn, bucket)?;
+            let upload = self
+                .upload_record(&txn, bucket, upload_id)?
+                .ok_or(StoreError::NoSuchUpload)?;
+            let stored = self.part_records(&txn, bucket, upload_id)?;
+            (upload, stored)
+        };
+        let (mut record, chosen) = plan(&upload, &stored)?;
+        let current = self.get(bucket, &upload.key)?;
+        if forbid_overwrite && current.is_some() {
+            return Err(StoreError::AlreadyExists);
+        }
+        record.data_id = new_data_id();
+        let written = (|| {
+            let mut out = self.create_data_file(&record.data_id)?;
+            for p in &chosen {
+                let mut part = File::open(self.data_path(&p.data_id))?;
+                let copied = io::copy(&mut part, &mut out)?;
+                if copied != p.size {
+                    return Err(StoreError::Index(format!(
+                        "part {} holds {copied} bytes, its record says {}",
+                        p.number, p.size
+                    )));
+                }
+            }
+            out.sync_all()?;
+            let txn = self.db.begin_write()?;
+            {
+                let mut t = txn.open_table(OBJECTS)?;
+                t.insert(
+                    index_key(bucket, upload.key.as_bytes()).as_slice(),
+                    encode(&record)?.as_slice(),
+                )?;
+            }
+            self.drop_upload(&txn, bucket, upload_id, &stored)?;
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.remove_data_file(&record.data_id);
+            return Err(e);
+        }
+        for p in &stored {
+            self.remove_data_file(&p.data_id);
+        }
+        if let Some(old) = current {
+            self.remove_data_file(&old.data_id);
+        }
+        Ok(record)
+    }
+
+    fn abort_upload(&self, bucket: &str, upload_id: &str) -> Result<(), StoreError> {
+        let _g = self.lock();
+        let stored = {
+            let txn = self.db.begin_read()?;
+            self.require_bucket(&txn, bucket)?;
+            if self.upload_record(&txn, bucket, upload_id)?.is_none() {
+                return Err(StoreError::NoSuchUpload);
+            }
+            self.part_records(&txn, bucket, upload_id)?
+        };
+        let txn = self.db.begin_write()?;
+        self.drop_upload(&txn, bucket, upload_id, &stored)?;
+        txn.commit()?;
+        for p in &stored {
+            self.remove_data_file(&p.data_id);
+        }
+        Ok(())
     }
 }

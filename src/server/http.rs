@@ -42,6 +42,8 @@ pub struct OssRequest {
     pub headers: HeaderMap,
     /// Taken once by the operation that consumes it.
     pub body: Option<Incoming>,
+    /// Body bytes read so far (accounting).
+    pub body_read: u64,
 }
 
 impl OssRequest {
@@ -72,13 +74,15 @@ impl OssRequest {
             .body
             .take()
             .ok_or_else(|| OssError::internal("request body already taken"))?;
-        body.collect().await.map(|c| c.to_bytes()).map_err(|e| {
+        let read = body.collect().await.map(|c| c.to_bytes()).map_err(|e| {
             OssError::new(
                 StatusCode::BAD_REQUEST,
                 "RequestTimeout",
                 format!("could not read the request body: {e}"),
             )
-        })
+        })?;
+        self.body_read += read.len() as u64;
+        Ok(read)
     }
 }
 
@@ -182,6 +186,35 @@ impl OssError {
                 StatusCode::CONFLICT,
                 "BucketNotEmpty",
                 "The bucket you tried to delete is not empty.",
+            ),
+            StoreError::NoSuchUpload => Self::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchUpload",
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+            ),
+            StoreError::InvalidPart(n) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidPart",
+                "One or more of the specified parts could not be found or the specified entity tag might not have matched the part's entity tag.",
+            )
+            .extra("PartNumber", n.to_string()),
+            StoreError::InvalidPartOrder => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidPartOrder",
+                "The list of parts was not in ascending order. Parts must be ordered by part number.",
+            )
+            .ec("0042-00000209"),
+            StoreError::EntityTooSmall(n) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "EntityTooSmall",
+                "Your proposed upload is smaller than the minimum allowed size.",
+            )
+            .ec("0042-00000213")
+            .extra("PartNumber", n.to_string()),
+            StoreError::MalformedPartList => Self::new(
+                StatusCode::BAD_REQUEST,
+                "MalformedXML",
+                "The XML you provided was not well-formed or did not validate against our published schema.",
             ),
             StoreError::Io(_) | StoreError::Index(_) => {
                 tracing::error!(bucket, key, error = %e, "storage failure");
@@ -389,20 +422,58 @@ fn finish(mut resp: Response<Body>, req_id: &str) -> Response<Body> {
     resp
 }
 
-/// Entry point for one HTTP request.
+/// Entry point for one HTTP request: answers it, then counts it in the accounting.
 pub async fn handle(
     state: Arc<ServerState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DropConnection> {
     let id = request_id();
     if req.uri().path() == "/_appendfs/stats" {
-        let body = serde_json::to_string(&state.stats()).unwrap_or_default();
-        return Ok(finish(Response::new(full(body)), &id));
+        // Out of band: neither shaped nor counted, so reading it does not change a benchmark.
+        let body = serde_json::to_string(&state.accounting.snapshot()).unwrap_or_default();
+        let mut resp = Response::new(full(body));
+        resp.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        return Ok(finish(resp, &id));
     }
-    let decision = state.faults.decide();
-    if let Some(d) = decision.delay {
+    let mut op = "Invalid";
+    let mut received = 0;
+    let outcome = answer(&state, req, &id, &mut op, &mut received).await;
+    match &outcome {
+        Ok(resp) => {
+            state
+                .accounting
+                .answered(op, resp.status().as_u16(), received);
+        }
+        Err(_) => state.accounting.dropped(op, received),
+    }
+    let resp = outcome?;
+    if let Some(d) = state.config.latency {
+        // After the work, before the status line: the answer's first byte arrives this much
+        // later than on loopback, as one round trip to OSS would add.
         tokio::time::sleep(d).await;
     }
+    let counting = state.clone();
+    Ok(resp.map(|body| {
+        body.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                counting.accounting.sent(op, d.len() as u64);
+            }
+            f
+        })
+        .boxed()
+    }))
+}
+
+/// Answers one request. `op` is set to the operation's name as soon as the request is parsed,
+/// and `received` to the request body bytes read, for the accounting.
+async fn answer(
+    state: &Arc<ServerState>,
+    req: Request<Incoming>,
+    id: &str,
+    op: &mut &'static str,
+    received: &mut u64,
+) -> Result<Response<Body>, DropConnection> {
     let (parts, body) = req.into_parts();
     let host = parts
         .uri
@@ -418,6 +489,32 @@ pub async fn handle(
         .unwrap_or_default();
     let head = parts.method == Method::HEAD;
     let span = tracing::info_span!("oss_request", id = %id, method = %parts.method, path = %parts.uri.path());
+    // Parsed before the faults are drawn so that injected failures are counted under the
+    // operation they hit; a request that does not parse is answered with its error below.
+    let parsed = (|| {
+        let (bucket, key) = address(&host, parts.uri.path(), |b| state.bucket_exists(b))?;
+        let query = parse_query(parts.uri.query().unwrap_or("")).ok_or_else(|| {
+            OssError::invalid_argument("query string is not valid percent-encoded UTF-8")
+        })?;
+        Ok::<_, OssError>(OssRequest {
+            id: id.to_string(),
+            method: parts.method.clone(),
+            host: host.clone(),
+            bucket,
+            key,
+            query,
+            headers: parts.headers.clone(),
+            body: None,
+            body_read: 0,
+        })
+    })();
+    if let Ok(r) = &parsed {
+        *op = super::ops::operation_name(r);
+    }
+    let decision = state.faults.decide();
+    if let Some(d) = decision.delay {
+        tokio::time::sleep(d).await;
+    }
     if decision.reset {
         let _e = span.enter();
         tracing::info!("fault: reset");
@@ -442,25 +539,14 @@ pub async fn handle(
         ))
     } else {
         async {
-            let (bucket, key) = address(&host, parts.uri.path(), |b| state.bucket_exists(b))?;
-            let query = parse_query(parts.uri.query().unwrap_or("")).ok_or_else(|| {
-                OssError::invalid_argument("query string is not valid percent-encoded UTF-8")
-            })?;
-            let mut req = OssRequest {
-                id: id.clone(),
-                method: parts.method.clone(),
-                host: host.clone(),
-                bucket,
-                key,
-                query,
-                headers: parts.headers.clone(),
-                body: unread.take(),
-            };
-            let res = match authenticate(&state, &req) {
-                Ok(()) => super::ops::dispatch(&state, &mut req).await,
+            let mut req = parsed?;
+            req.body = unread.take();
+            let res = match authenticate(state, &req) {
+                Ok(()) => super::ops::dispatch(state, &mut req).await,
                 Err(e) => Err(e),
             };
             unread = req.body.take();
+            *received += req.body_read;
             res
         }
         .instrument_in(span.clone())
@@ -477,32 +563,35 @@ pub async fn handle(
         Err(e) => {
             let _e = span.enter();
             tracing::debug!(code = e.code, status = e.status.as_u16(), "error response");
-            e.into_response(&id, &host, head)
+            e.into_response(id, &host, head)
         }
     };
     if let Some(body) = unread {
-        if !drain(body).await {
-            // hyper cannot reuse a connection with an unread body: say so instead of closing
-            // silently under a client that would send its next request there.
-            resp.headers_mut()
-                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        match drain(body).await {
+            Some(n) => *received += n,
+            None => {
+                // hyper cannot reuse a connection with an unread body: say so instead of
+                // closing silently under a client that would send its next request there.
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
     }
-    Ok(finish(resp, &id))
+    Ok(finish(resp, id))
 }
 
 /// Reads and discards a request body that no operation consumed, if it is small and arrives
-/// promptly; `false` when the connection must be closed instead.
-async fn drain(body: Incoming) -> bool {
+/// promptly, and returns its length; `None` when the connection must be closed instead.
+async fn drain(body: Incoming) -> Option<u64> {
     const LIMIT: usize = 16 * 1024 * 1024;
     if hyper::body::Body::size_hint(&body).lower() > LIMIT as u64 {
-        return false; // declared too large: not worth waiting for
+        return None; // declared too large: not worth waiting for
     }
     let limited = http_body_util::Limited::new(body, LIMIT);
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await,
-        Ok(Ok(_))
-    )
+    match tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await {
+        Ok(Ok(c)) => Some(c.to_bytes().len() as u64),
+        _ => None,
+    }
 }
 
 trait InstrumentIn: std::future::Future + Sized {
@@ -512,14 +601,25 @@ trait InstrumentIn: std::future::Future + Sized {
 }
 impl<F: std::future::Future> InstrumentIn for F {}
 
-/// Serves one accepted connection until it closes or the server stops.
+/// Serves one accepted connection until it closes or the server stops; paced when the server
+/// has a bandwidth limit.
 pub async fn serve_connection(
     state: Arc<ServerState>,
     stream: tokio::net::TcpStream,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let io = hyper_util::rt::TokioIo::new(stream);
+    match state.config.bandwidth {
+        Some(rate) => serve_io(state, super::shape::Paced::new(stream, rate), stop).await,
+        None => serve_io(state, stream, stop).await,
+    }
+}
+
+async fn serve_io<I>(state: Arc<ServerState>, io: I, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
     let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)

@@ -7,8 +7,8 @@ use std::sync::RwLock;
 use bytes::Bytes;
 
 use super::store::{
-    new_data_id, now_ms, plan_append, plan_put, plan_update_meta, BucketRecord, CreateAttrs,
-    ObjectRecord, Store, StoreError,
+    new_data_id, now_ms, plan_append, plan_put, plan_update_meta, BucketRecord, CompletePlanner,
+    CreateAttrs, ObjectRecord, PartRecord, Store, StoreError, UploadRecord,
 };
 
 struct MemObject {
@@ -16,10 +16,17 @@ struct MemObject {
     data: Vec<u8>,
 }
 
+struct MemUpload {
+    record: UploadRecord,
+    parts: BTreeMap<u32, (PartRecord, Bytes)>,
+}
+
 struct MemBucket {
     record: BucketRecord,
     // Keyed by the key's bytes so that order is byte order, as OSS lists.
     objects: BTreeMap<Vec<u8>, MemObject>,
+    /// Multipart uploads in progress, by upload id.
+    uploads: BTreeMap<String, MemUpload>,
 }
 
 #[derive(Default)]
@@ -56,6 +63,7 @@ impl Store for MemStore {
                     created_ms: now_ms(),
                 },
                 objects: BTreeMap::new(),
+                uploads: BTreeMap::new(),
             });
         Ok(())
     }
@@ -76,7 +84,9 @@ impl Store for MemStore {
         let mut all = self.write_lock();
         match all.get(bucket) {
             None => Err(StoreError::NoSuchBucket),
-            Some(b) if !b.objects.is_empty() => Err(StoreError::BucketNotEmpty),
+            Some(b) if !b.objects.is_empty() || !b.uploads.is_empty() => {
+                Err(StoreError::BucketNotEmpty)
+            }
             Some(_) => {
                 all.remove(bucket);
                 Ok(())
@@ -199,5 +209,102 @@ impl Store for MemStore {
             .take(limit)
             .map(|(k, o)| (String::from_utf8_lossy(k).into_owned(), o.record.clone()))
             .collect())
+    }
+
+    fn create_upload(&self, bucket: &str, upload: &UploadRecord) -> Result<(), StoreError> {
+        let mut all = self.write_lock();
+        let b = all.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
+        b.uploads.insert(
+            upload.upload_id.clone(),
+            MemUpload {
+                record: upload.clone(),
+                parts: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn upload(&self, bucket: &str, upload_id: &str) -> Result<Option<UploadRecord>, StoreError> {
+        let all = self.read_lock();
+        let b = all.get(bucket).ok_or(StoreError::NoSuchBucket)?;
+        Ok(b.uploads.get(upload_id).map(|u| u.record.clone()))
+    }
+
+    fn uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StoreError> {
+        let all = self.read_lock();
+        let b = all.get(bucket).ok_or(StoreError::NoSuchBucket)?;
+        let mut out: Vec<UploadRecord> = b.uploads.values().map(|u| u.record.clone()).collect();
+        out.sort_by(|x, y| (x.key.as_bytes(), &x.upload_id).cmp(&(y.key.as_bytes(), &y.upload_id)));
+        Ok(out)
+    }
+
+    fn put_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartRecord, StoreError> {
+        let part = PartRecord::new(number, &data);
+        let mut all = self.write_lock();
+        let b = all.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
+        let u = b
+            .uploads
+            .get_mut(upload_id)
+            .ok_or(StoreError::NoSuchUpload)?;
+        u.parts.insert(number, (part.clone(), data));
+        Ok(part)
+    }
+
+    fn parts(&self, bucket: &str, upload_id: &str) -> Result<Vec<PartRecord>, StoreError> {
+        let all = self.read_lock();
+        let b = all.get(bucket).ok_or(StoreError::NoSuchBucket)?;
+        let u = b.uploads.get(upload_id).ok_or(StoreError::NoSuchUpload)?;
+        Ok(u.parts.values().map(|(p, _)| p.clone()).collect())
+    }
+
+    fn complete_upload(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        plan: &CompletePlanner<'_>,
+        forbid_overwrite: bool,
+    ) -> Result<ObjectRecord, StoreError> {
+        let mut all = self.write_lock();
+        let b = all.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
+        let u = b.uploads.get(upload_id).ok_or(StoreError::NoSuchUpload)?;
+        let stored: Vec<PartRecord> = u.parts.values().map(|(p, _)| p.clone()).collect();
+        let (mut record, chosen) = plan(&u.record, &stored)?;
+        let key = u.record.key.clone();
+        if forbid_overwrite && b.objects.contains_key(key.as_bytes()) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let mut data = Vec::with_capacity(record.size as usize);
+        for p in &chosen {
+            let (_, bytes) = u
+                .parts
+                .get(&p.number)
+                .ok_or(StoreError::InvalidPart(p.number))?;
+            data.extend_from_slice(bytes);
+        }
+        record.data_id = new_data_id();
+        b.objects.insert(
+            key.into_bytes(),
+            MemObject {
+                record: record.clone(),
+                data,
+            },
+        );
+        b.uploads.remove(upload_id);
+        Ok(record)
+    }
+
+    fn abort_upload(&self, bucket: &str, upload_id: &str) -> Result<(), StoreError> {
+        let mut all = self.write_lock();
+        let b = all.get_mut(bucket).ok_or(StoreError::NoSuchBucket)?;
+        b.uploads
+            .remove(upload_id)
+            .map(|_| ())
+            .ok_or(StoreError::NoSuchUpload)
     }
 }

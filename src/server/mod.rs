@@ -1,20 +1,28 @@
 //! The local OSS-compatible server (`appendfs serve`, and what `mount --embedded` starts): the
 //! HTTP face in [`http`], the operations in [`ops`], storage in [`store`] (RAM or a durable data
-//! directory), the listing engine in [`list`] and fault injection in [`fault`]. It behaves like
-//! OSS as the official SDKs see it, so every other layer can be tested against it over real HTTP.
+//! directory), multipart upload in [`multipart`], the listing engine in [`list`], fault
+//! injection in [`fault`], network shaping in [`shape`] and request accounting in
+//! [`accounting`]. It behaves like OSS as the official SDKs see it, so every other layer can be
+//! tested against it over real HTTP.
 
+pub mod accounting;
 pub mod disk;
 pub mod fault;
 pub mod http;
 pub mod list;
 pub mod mem;
+pub mod multipart;
 pub mod ops;
+pub mod shape;
 pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use accounting::{OpTraffic, Traffic};
 
 pub use fault::FaultPlan;
 use http::OssError;
@@ -56,6 +64,11 @@ pub struct ServerConfig {
     pub copy_appendable: CopyAppendable,
     /// Region named in bucket info and locations.
     pub region: String,
+    /// Delay of every answer's first byte (`serve --latency`); `None`: none.
+    pub latency: Option<Duration>,
+    /// Bytes per second each connection may move in each direction (`serve --bandwidth`);
+    /// `None`: unlimited.
+    pub bandwidth: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +82,8 @@ impl Default for ServerConfig {
             fault_seed: 0,
             copy_appendable: CopyAppendable::Allow,
             region: "cn-hangzhou".into(),
+            latency: None,
+            bandwidth: None,
         }
     }
 }
@@ -96,6 +111,7 @@ pub struct ServerState {
     pub store: SharedStore,
     pub faults: fault::Injector,
     stats: Mutex<BTreeMap<String, u64>>,
+    pub accounting: accounting::Accounting,
 }
 
 impl ServerState {
@@ -168,6 +184,12 @@ impl RunningServer {
         self.state.stats()
     }
 
+    /// Every request by operation and status class (rejected and fault-injected ones
+    /// included), with body bytes received and sent: what `/_appendfs/stats` serves.
+    pub fn traffic(&self) -> Traffic {
+        self.state.accounting.snapshot()
+    }
+
     pub fn set_faults(&self, plan: FaultPlan) {
         self.state.faults.set_plan(plan);
     }
@@ -235,6 +257,7 @@ pub async fn start(config: ServerConfig, listen: SocketAddr) -> Result<RunningSe
         config,
         store,
         stats: Mutex::new(BTreeMap::new()),
+        accounting: accounting::Accounting::default(),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let accept_state = state.clone();

@@ -1,6 +1,7 @@
 //! The OSS operations of the local server, one function each, on top of [`Store`]: AppendObject,
 //! PutObject, CopyObject, GetObject (ranges, conditionals), HeadObject, GetObjectMeta,
-//! DeleteObject, ListObjectsV2 / ListObjects, and the bucket calls the SDKs need.
+//! DeleteObject, ListObjectsV2 / ListObjects, and the bucket calls the SDKs need; multipart
+//! calls are routed here and answered in [`multipart`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use md5::{Digest, Md5};
 
 use super::http::{empty, full, Body, OssError, OssRequest};
 use super::list::{self, ListParams};
+use super::multipart;
 use super::store::{CreateAttrs, ObjectRecord, StoreError};
 use super::{CopyAppendable, ServerState};
 use crate::oss::meta::{canonical_storage_class, guess_content_type, STORED_HTTP_HEADERS};
@@ -25,49 +27,102 @@ const READ_PIECE: u64 = 1024 * 1024;
 /// User metadata limit per object.
 const MAX_USER_META: usize = 8 * 1024;
 
+/// The operation a request asks for, by the name OSS gives it: the one routing table, used by
+/// [`dispatch`] and by the accounting (which also names requests refused before dispatch).
+/// `Unknown` is answered 405, `NotImplemented` 501.
+pub fn operation_name(req: &OssRequest) -> &'static str {
+    let m = &req.method;
+    if req.bucket.is_none() {
+        return if *m == Method::GET {
+            "ListBuckets"
+        } else {
+            "Unknown"
+        };
+    }
+    if req.key.is_none() {
+        return match *m {
+            Method::PUT if req.query.iter().all(|(k, _)| k.is_empty()) => "PutBucket",
+            Method::DELETE if req.query.is_empty() => "DeleteBucket",
+            Method::GET if req.has("bucketInfo") => "GetBucketInfo",
+            Method::GET if req.has("location") => "GetBucketLocation",
+            Method::GET if req.has("uploads") => "ListMultipartUploads",
+            Method::GET if req.q("list-type") == Some("2") => "ListObjectsV2",
+            Method::GET
+                if req
+                    .query
+                    .iter()
+                    .all(|(k, _)| LIST_V1_PARAMS.contains(&k.as_str())) =>
+            {
+                "ListObjects"
+            }
+            Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE => {
+                "NotImplemented"
+            }
+            _ => "Unknown",
+        };
+    }
+    let copy = req.headers.contains_key("x-oss-copy-source");
+    if req.has("uploadId") || (*m == Method::POST && req.has("uploads")) {
+        return match *m {
+            Method::POST if req.has("uploads") => "InitiateMultipartUpload",
+            Method::PUT if copy => "UploadPartCopy",
+            Method::PUT => "UploadPart",
+            Method::POST => "CompleteMultipartUpload",
+            Method::DELETE => "AbortMultipartUpload",
+            Method::GET => "ListParts",
+            _ => "Unknown",
+        };
+    }
+    match *m {
+        Method::POST if req.has("append") => "AppendObject",
+        Method::PUT if copy => "CopyObject",
+        Method::PUT => "PutObject",
+        Method::GET => "GetObject",
+        Method::HEAD if req.has("objectMeta") => "GetObjectMeta",
+        Method::HEAD => "HeadObject",
+        Method::DELETE => "DeleteObject",
+        _ => "Unknown",
+    }
+}
+
 pub async fn dispatch(
     state: &Arc<ServerState>,
     req: &mut OssRequest,
 ) -> Result<Response<Body>, OssError> {
-    let Some(bucket) = req.bucket.clone() else {
-        return match req.method {
-            Method::GET => {
-                state.count("ListBuckets");
-                list_buckets(state).await
-            }
-            _ => Err(method_not_allowed()),
+    let op = operation_name(req);
+    if op == "Unknown" {
+        return Err(method_not_allowed());
+    }
+    if op == "NotImplemented" {
+        return Err(OssError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "This bucket operation is not implemented by the appendfs local server.",
+        ));
+    }
+    state.count(op);
+    let bucket = req.bucket.clone().unwrap_or_default();
+    let Some(key) = req.key.clone() else {
+        return match op {
+            "ListBuckets" => list_buckets(state).await,
+            _ => bucket_op(state, req, op, &bucket).await,
         };
     };
-    let Some(key) = req.key.clone() else {
-        return bucket_op(state, req, &bucket).await;
-    };
-    match req.method {
-        Method::POST if req.has("append") => {
-            state.count("AppendObject");
-            append(state, req, &bucket, &key).await
-        }
-        Method::PUT if req.headers.contains_key("x-oss-copy-source") => {
-            state.count("CopyObject");
-            copy(state, req, &bucket, &key).await
-        }
-        Method::PUT => {
-            state.count("PutObject");
-            put(state, req, &bucket, &key).await
-        }
-        Method::GET => {
-            state.count("GetObject");
-            get(state, req, &bucket, &key, false).await
-        }
-        Method::HEAD if req.has("objectMeta") => {
-            state.count("GetObjectMeta");
-            object_meta(state, &bucket, &key).await
-        }
-        Method::HEAD => {
-            state.count("HeadObject");
-            get(state, req, &bucket, &key, true).await
-        }
-        Method::DELETE => {
-            state.count("DeleteObject");
+    let (b, k) = (bucket.as_str(), key.as_str());
+    match op {
+        "InitiateMultipartUpload" => multipart::initiate(state, req, b, k).await,
+        "UploadPartCopy" => multipart::upload_part_copy(state, req, b, k).await,
+        "UploadPart" => multipart::upload_part(state, req, b, k).await,
+        "CompleteMultipartUpload" => multipart::complete(state, req, b, k).await,
+        "AbortMultipartUpload" => multipart::abort(state, req, b, k).await,
+        "ListParts" => multipart::list_parts(state, req, b, k).await,
+        "AppendObject" => append(state, req, b, k).await,
+        "CopyObject" => copy(state, req, b, k).await,
+        "PutObject" => put(state, req, b, k).await,
+        "GetObject" => get(state, req, b, k, false).await,
+        "GetObjectMeta" => object_meta(state, b, k).await,
+        "HeadObject" => get(state, req, b, k, true).await,
+        "DeleteObject" => {
             state
                 .run(move |s| {
                     s.delete(&bucket, &key)
@@ -80,7 +135,7 @@ pub async fn dispatch(
     }
 }
 
-fn method_not_allowed() -> OssError {
+pub(super) fn method_not_allowed() -> OssError {
     OssError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
@@ -88,20 +143,20 @@ fn method_not_allowed() -> OssError {
     )
 }
 
-fn status(code: StatusCode) -> Response<Body> {
+pub(super) fn status(code: StatusCode) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = code;
     r
 }
 
-fn xml(body: String) -> Response<Body> {
+pub(super) fn xml(body: String) -> Response<Body> {
     let mut r = Response::new(full(body));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/xml"));
     r
 }
 
-fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
+pub(super) fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().insert(name, v);
     }
@@ -110,12 +165,12 @@ fn set(resp: &mut Response<Body>, name: &'static str, value: &str) {
 async fn bucket_op(
     state: &Arc<ServerState>,
     req: &mut OssRequest,
+    op: &'static str,
     bucket: &str,
 ) -> Result<Response<Body>, OssError> {
     let b = bucket.to_string();
-    match req.method {
-        Method::PUT if req.query.iter().all(|(k, _)| k.is_empty()) => {
-            state.count("PutBucket");
+    match op {
+        "PutBucket" => {
             if !crate::oss::valid_bucket_name(bucket) {
                 return Err(OssError::new(
                     StatusCode::BAD_REQUEST,
@@ -132,8 +187,7 @@ async fn bucket_op(
                 .await?;
             Ok(status(StatusCode::OK))
         }
-        Method::DELETE if req.query.is_empty() => {
-            state.count("DeleteBucket");
+        "DeleteBucket" => {
             state
                 .run(move |s| {
                     s.delete_bucket(&b)
@@ -142,38 +196,17 @@ async fn bucket_op(
                 .await?;
             Ok(status(StatusCode::NO_CONTENT))
         }
-        Method::GET if req.has("bucketInfo") => {
-            state.count("GetBucketInfo");
-            bucket_info(state, bucket).await
-        }
-        Method::GET if req.has("location") => {
-            state.count("GetBucketLocation");
+        "GetBucketInfo" => bucket_info(state, bucket).await,
+        "GetBucketLocation" => {
             require_bucket(state, bucket).await?;
             Ok(xml(format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LocationConstraint>oss-{}</LocationConstraint>\n",
                 state.config.region
             )))
         }
-        Method::GET if req.q("list-type") == Some("2") => {
-            state.count("ListObjectsV2");
-            list_v2(state, req, bucket).await
-        }
-        Method::GET
-            if req
-                .query
-                .iter()
-                .all(|(k, _)| LIST_V1_PARAMS.contains(&k.as_str())) =>
-        {
-            state.count("ListObjects");
-            list_v1(state, req, bucket).await
-        }
-        Method::HEAD | Method::GET | Method::PUT | Method::POST | Method::DELETE => {
-            Err(OssError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "NotImplemented",
-                "This bucket operation is not implemented by the appendfs local server.",
-            ))
-        }
+        "ListMultipartUploads" => multipart::list_uploads(state, req, bucket).await,
+        "ListObjectsV2" => list_v2(state, req, bucket).await,
+        "ListObjects" => list_v1(state, req, bucket).await,
         _ => Err(method_not_allowed()),
     }
 }
@@ -255,7 +288,7 @@ async fn list_buckets(state: &Arc<ServerState>) -> Result<Response<Body>, OssErr
 }
 
 /// Creation attributes from request headers, validated as the service does.
-fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
+pub(super) fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
     let storage_class = match req.header("x-oss-storage-class") {
         None => "Standard".to_string(),
         Some(c) => canonical_storage_class(c)
@@ -313,7 +346,7 @@ fn create_attrs(req: &OssRequest, key: &str) -> Result<CreateAttrs, OssError> {
 }
 
 /// Checks Content-MD5 when sent.
-fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
+pub(super) fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
     if let Some(sent) = req.header("content-md5") {
         let actual = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
         if sent.trim() != actual {
@@ -328,7 +361,7 @@ fn check_md5(req: &OssRequest, body: &[u8]) -> Result<(), OssError> {
 }
 
 /// Rejects a declared body over 5 GiB before reading it.
-fn check_declared_length(req: &OssRequest) -> Result<(), OssError> {
+pub(super) fn check_declared_length(req: &OssRequest) -> Result<(), OssError> {
     match req
         .header("content-length")
         .map(|v| v.trim().parse::<u64>())
@@ -446,7 +479,11 @@ async fn put(
 
 /// If-Match / If-None-Match / If-Modified-Since / If-Unmodified-Since (or their
 /// `x-oss-copy-source-` forms): `Err` carries the 412 or 304 answer.
-fn check_conditions(req: &OssRequest, prefix: &str, rec: &ObjectRecord) -> Result<(), OssError> {
+pub(super) fn check_conditions(
+    req: &OssRequest,
+    prefix: &str,
+    rec: &ObjectRecord,
+) -> Result<(), OssError> {
     let h = |name: &str| req.header(&format!("{prefix}{name}"));
     let same_etag = |v: &str| {
         v.split(',').any(|t| {
@@ -491,7 +528,7 @@ fn check_conditions(req: &OssRequest, prefix: &str, rec: &ObjectRecord) -> Resul
     Ok(())
 }
 
-async fn head_record(
+pub(super) async fn head_record(
     state: &Arc<ServerState>,
     bucket: &str,
     key: &str,
@@ -641,12 +678,12 @@ async fn read_body(
     Ok(http_body_util::StreamBody::new(stream).boxed())
 }
 
-async fn copy(
+/// The source of a CopyObject or UploadPartCopy (`x-oss-copy-source: /bucket/key`) and its
+/// record, with the `x-oss-copy-source-if-*` conditions checked.
+pub(super) async fn copy_source(
     state: &Arc<ServerState>,
-    req: &mut OssRequest,
-    bucket: &str,
-    key: &str,
-) -> Result<Response<Body>, OssError> {
+    req: &OssRequest,
+) -> Result<(String, String, ObjectRecord), OssError> {
     let source = req
         .header("x-oss-copy-source")
         .unwrap_or_default()
@@ -673,6 +710,16 @@ async fn copy(
             e
         }
     })?;
+    Ok((src_bucket, src_key, src))
+}
+
+async fn copy(
+    state: &Arc<ServerState>,
+    req: &mut OssRequest,
+    bucket: &str,
+    key: &str,
+) -> Result<Response<Body>, OssError> {
+    let (src_bucket, src_key, src) = copy_source(state, req).await?;
     let replace = req
         .header("x-oss-metadata-directive")
         .is_some_and(|v| v.eq_ignore_ascii_case("REPLACE"));
@@ -736,7 +783,7 @@ async fn copy(
     Ok(resp)
 }
 
-async fn read_all(
+pub(super) async fn read_all(
     state: &Arc<ServerState>,
     bucket: &str,
     key: &str,

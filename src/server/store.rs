@@ -43,7 +43,7 @@ pub struct ObjectRecord {
 impl ObjectRecord {
     /// A new object holding `data`, with the creation attributes of its request. Its
     /// `data_id` is left for the store to assign.
-    fn created(
+    pub(super) fn created(
         object_type: ObjectType,
         data: &[u8],
         etag: String,
@@ -94,8 +94,8 @@ impl ObjectRecord {
 }
 
 /// Attributes that a creating request sets (AppendObject at creation, PutObject, CopyObject with
-/// REPLACE). On later appends they are ignored, as the service does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// REPLACE, InitiateMultipartUpload). On later appends they are ignored, as the service does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateAttrs {
     pub content_type: String,
     pub storage_class: String,
@@ -126,6 +126,16 @@ pub enum StoreError {
     BucketNotEmpty,
     #[error("object changed while being read")]
     Changed,
+    #[error("no such multipart upload")]
+    NoSuchUpload,
+    #[error("part {0} was not uploaded or its ETag differs")]
+    InvalidPart(u32),
+    #[error("the part list is not in ascending order")]
+    InvalidPartOrder,
+    #[error("part {0} is smaller than the minimum part size")]
+    EntityTooSmall(u32),
+    #[error("the part list is empty or malformed")]
+    MalformedPartList,
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("index: {0}")]
@@ -213,6 +223,83 @@ pub trait Store: Send + Sync + 'static {
         from: Bound<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(String, ObjectRecord)>, StoreError>;
+
+    /// InitiateMultipartUpload: records a new upload (no parts yet).
+    fn create_upload(&self, bucket: &str, upload: &UploadRecord) -> Result<(), StoreError>;
+    fn upload(&self, bucket: &str, upload_id: &str) -> Result<Option<UploadRecord>, StoreError>;
+    /// Every upload in progress in `bucket`, ordered by key, then by upload id (which orders
+    /// by initiation time).
+    fn uploads(&self, bucket: &str) -> Result<Vec<UploadRecord>, StoreError>;
+    /// UploadPart: stores (or replaces) part `number` of an upload, durably before returning.
+    fn put_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<PartRecord, StoreError>;
+    /// The parts of an upload, ordered by part number.
+    fn parts(&self, bucket: &str, upload_id: &str) -> Result<Vec<PartRecord>, StoreError>;
+    /// CompleteMultipartUpload: `plan` picks the parts and builds the object's record from the
+    /// upload and its stored parts; the store then concatenates those parts into the object and
+    /// frees the upload with all its parts, atomically with respect to other writers.
+    fn complete_upload(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        plan: &CompletePlanner<'_>,
+        forbid_overwrite: bool,
+    ) -> Result<ObjectRecord, StoreError>;
+    /// AbortMultipartUpload: forgets the upload and frees its parts.
+    fn abort_upload(&self, bucket: &str, upload_id: &str) -> Result<(), StoreError>;
+}
+
+/// Chooses the parts of a completion and builds the new object's record (see
+/// [`Store::complete_upload`]).
+pub type CompletePlanner<'a> = dyn Fn(&UploadRecord, &[PartRecord]) -> Result<(ObjectRecord, Vec<PartRecord>), StoreError>
+    + 'a;
+
+/// A multipart upload in progress. Serialised as JSON in the disk index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    pub upload_id: String,
+    pub key: String,
+    pub initiated_ms: i64,
+    /// Applied to the object at completion.
+    pub attrs: CreateAttrs,
+}
+
+/// One uploaded part. Serialised as JSON in the disk index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u32,
+    pub size: u64,
+    /// Quoted uppercase hex MD5, as sent in headers.
+    pub etag: String,
+    pub crc64: u64,
+    pub last_modified_ms: i64,
+    /// Name of the data file (disk store); unused in memory.
+    pub data_id: String,
+}
+
+impl PartRecord {
+    pub fn new(number: u32, data: &[u8]) -> Self {
+        PartRecord {
+            number,
+            size: data.len() as u64,
+            etag: md5_etag(data).0,
+            crc64: crc64::checksum(data),
+            last_modified_ms: now_ms(),
+            data_id: String::new(),
+        }
+    }
+}
+
+/// A fresh upload id: 32 uppercase hex digits, the first 16 the initiation time in nanoseconds
+/// so that sorting by id sorts uploads of one key by initiation, as listings must.
+pub fn new_upload_id() -> String {
+    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default().max(0) as u64;
+    format!("{nanos:016X}{:016X}", rand::random::<u64>())
 }
 
 pub type SharedStore = Arc<dyn Store>;
