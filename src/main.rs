@@ -473,6 +473,7 @@ async fn mount(args: MountArgs) -> anyhow::Result<()> {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         Ok(MountOptions {
+            credentials: appendfs::client::CredentialOptions::for_bucket(&bucket),
             bucket,
             prefix,
             mountpoint: args.mountpoint.clone(),

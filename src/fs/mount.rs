@@ -14,8 +14,7 @@ use super::adapter::Adapter;
 use super::append::StreamConfig;
 use super::core::{Core, FsConfig};
 use crate::client::{
-    CachingProvider, Client, ClientConfig, CreateOptions, CredentialsProvider, EnvProvider,
-    StaticProvider,
+    Client, ClientConfig, CreateOptions, CredentialOptions, CredentialsProvider, StaticProvider,
 };
 use crate::oss::Credentials;
 use crate::server::{self, ServerConfig, Storage};
@@ -44,6 +43,9 @@ pub struct MountOptions {
     pub embedded: Option<Option<PathBuf>>,
     /// Creation settings for new objects (ACL, storage class, encryption).
     pub create: CreateOptions,
+    /// Where the keys come from (`--passwd-file`, `--credential-process`, `--ram-role`, the
+    /// default files); not used with `--embedded`.
+    pub credentials: CredentialOptions,
 }
 
 /// Parses `oss://BUCKET[/PREFIX]`.
@@ -130,7 +132,7 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
                 .context("no endpoint: pass --endpoint URL, set OSS_ENDPOINT, or use --embedded")?;
             (
                 endpoint,
-                Arc::new(CachingProvider::new(Arc::new(EnvProvider))),
+                crate::client::chain_for(&opts.credentials),
                 None,
             )
         }
