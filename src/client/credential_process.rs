@@ -81,12 +81,7 @@ impl CredentialProcessProvider {
             .map_err(|e| self.failed(format!("could not be started: {e}")))?;
         let out = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
-            .map_err(|_| {
-                self.failed(format!(
-                    "did not finish within {}s",
-                    self.timeout.as_secs()
-                ))
-            })?
+            .map_err(|_| self.failed(format!("did not finish within {}s", self.timeout.as_secs())))?
             .map_err(|e| self.failed(format!("failed: {e}")))?;
         if !out.status.success() {
             return Err(self.failed(format!("exited with {}", out.status)));
@@ -98,8 +93,7 @@ impl CredentialProcessProvider {
 /// The command's stdout as credentials. Errors say what is wrong, never what was printed
 /// (serde's own messages can quote values, so only its position is used).
 pub fn parse_output(stdout: &[u8]) -> Result<ProvidedCredentials, String> {
-    const FORM: &str =
-        "{\"AccessKeyId\", \"AccessKeySecret\", \"SecurityToken\", \"Expiration\"}";
+    const FORM: &str = "{\"AccessKeyId\", \"AccessKeySecret\", \"SecurityToken\", \"Expiration\"}";
     let parsed: Output = serde_json::from_slice(stdout).map_err(|e| {
         format!(
             "printed no JSON object of the form {FORM} ({:?} error at line {} column {})",
@@ -122,7 +116,9 @@ pub fn parse_output(stdout: &[u8]) -> Result<ProvidedCredentials, String> {
         Some(t) => Some(
             DateTime::parse_from_rfc3339(t.trim())
                 .map_err(|_| {
-                    format!("printed Expiration {t:?}, not an RFC 3339 time like 2030-01-01T00:00:00Z")
+                    format!(
+                        "printed Expiration {t:?}, not an RFC 3339 time like 2030-01-01T00:00:00Z"
+                    )
                 })?
                 .with_timezone(&Utc),
         ),
@@ -157,7 +153,10 @@ mod tests {
         .unwrap();
         assert_eq!(p.credentials.access_key_id, "STS.A");
         assert_eq!(p.credentials.security_token.unwrap().expose(), "tk");
-        assert_eq!(p.expires_at.unwrap().to_rfc3339(), "2030-01-02T03:04:05+00:00");
+        assert_eq!(
+            p.expires_at.unwrap().to_rfc3339(),
+            "2030-01-02T03:04:05+00:00"
+        );
         let p = parse_output(br#"{"AccessKeyId":"A","AccessKeySecret":"s"}"#).unwrap();
         assert!(p.expires_at.is_none() && p.credentials.security_token.is_none());
     }
@@ -185,7 +184,10 @@ mod tests {
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, CredentialsError::Failed { .. }), "{msg}");
-        assert!(msg.contains("exit status: 3") && !msg.contains("sekrit"), "{msg}");
+        assert!(
+            msg.contains("exit status: 3") && !msg.contains("sekrit"),
+            "{msg}"
+        );
 
         let err = CredentialProcessProvider::new("echo '{\"AccessKeySecret\": \"sekrit-value\"'")
             .provide()
@@ -204,7 +206,10 @@ mod tests {
             "{:?}",
             CredentialProcessProvider::new("get-keys --secret sekrit-value")
         );
-        assert!(shown.contains("get-keys") && !shown.contains("sekrit"), "{shown}");
+        assert!(
+            shown.contains("get-keys") && !shown.contains("sekrit"),
+            "{shown}"
+        );
     }
 
     /// The command counts its runs in a file and hands out keys that expire after `lifetime`

@@ -524,7 +524,10 @@ mod tests {
         let half = credentials_from_vars(vars(&[("OSS_ACCESS_KEY_SECRET", "sekrit")]))
             .unwrap_err()
             .to_string();
-        assert!(half.contains("OSS_ACCESS_KEY_ID") && !half.contains("sekrit"), "{half}");
+        assert!(
+            half.contains("OSS_ACCESS_KEY_ID") && !half.contains("sekrit"),
+            "{half}"
+        );
     }
 
     /// Every source present at once, then removed one by one from the front: each time the
@@ -540,8 +543,11 @@ mod tests {
         std::fs::write(&passwd, "logs:AKPASSWD:p-secret\n").unwrap();
         std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
         let ossutil = d.join(".ossutilconfig");
-        std::fs::write(&ossutil, "[Credentials]\naccessKeyID=AKOSSUTIL\naccessKeySecret=o\n")
-            .unwrap();
+        std::fs::write(
+            &ossutil,
+            "[Credentials]\naccessKeyID=AKOSSUTIL\naccessKeySecret=o\n",
+        )
+        .unwrap();
         let standin = Arc::new(Standin::default());
         *standin.role.lock().unwrap() = Some("r".into());
         *standin.lifetime.lock().unwrap() = 3600;
@@ -591,7 +597,10 @@ mod tests {
         assert!(!err.contains("p-secret"), "{err}");
 
         let shown = format!("{:?}", chain_with_env(&opts, env));
-        assert!(!shown.contains("p-secret") && !shown.contains("\"e\""), "{shown}");
+        assert!(
+            !shown.contains("p-secret") && !shown.contains("\"e\""),
+            "{shown}"
+        );
     }
 
     #[test]

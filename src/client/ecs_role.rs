@@ -116,14 +116,20 @@ impl EcsRoleProvider {
             tracing::debug!(status = %resp.status(), "metadata service gave no token; using plain requests");
             return Ok(None);
         }
-        let token = resp
-            .text()
-            .await
-            .map_err(|e| self.failed(format!("reading the metadata token: {}", transport_words(&e))))?;
+        let token = resp.text().await.map_err(|e| {
+            self.failed(format!(
+                "reading the metadata token: {}",
+                transport_words(&e)
+            ))
+        })?;
         Ok(Some(token.trim().to_string()).filter(|t| !t.is_empty()))
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, String), CredentialsError> {
+    async fn get(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(u16, String), CredentialsError> {
         let mut req = self.http.get(format!("{}{path}", self.endpoint));
         if let Some(t) = token {
             req = req.header(TOKEN_HEADER, t);
@@ -131,7 +137,10 @@ impl EcsRoleProvider {
         let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| {
-            self.failed(format!("reading {path} from the metadata service: {}", transport_words(&e)))
+            self.failed(format!(
+                "reading {path} from the metadata service: {}",
+                transport_words(&e)
+            ))
         })?;
         Ok((status, body))
     }
@@ -153,9 +162,8 @@ impl EcsRoleProvider {
                         })
                     }
                     (s, _) => {
-                        return Err(self.failed(format!(
-                            "listing the instance's RAM role answered HTTP {s}"
-                        )))
+                        return Err(self
+                            .failed(format!("listing the instance's RAM role answered HTTP {s}")))
                     }
                 }
             }
@@ -183,8 +191,12 @@ impl EcsRoleProvider {
 
 /// The role document; errors never quote it (it holds the secret).
 pub fn parse_role_credentials(body: &str) -> Result<ProvidedCredentials, String> {
-    let doc: RoleCredentials = serde_json::from_str(body)
-        .map_err(|e| format!("the metadata service answered no JSON ({:?} error)", e.classify()))?;
+    let doc: RoleCredentials = serde_json::from_str(body).map_err(|e| {
+        format!(
+            "the metadata service answered no JSON ({:?} error)",
+            e.classify()
+        )
+    })?;
     if let Some(code) = doc.code.as_deref().filter(|c| *c != "Success") {
         return Err(format!("the metadata service answered Code {code:?}"));
     }
@@ -262,8 +274,7 @@ pub(crate) mod tests {
     fn answer(s: &Standin, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         if path == TOKEN_PATH {
-            if req.method() != hyper::Method::PUT || !req.headers().contains_key(TOKEN_TTL_HEADER)
-            {
+            if req.method() != hyper::Method::PUT || !req.headers().contains_key(TOKEN_TTL_HEADER) {
                 return reply(400, "token needs PUT and a ttl".into());
             }
             let n = s.tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
@@ -349,7 +360,10 @@ pub(crate) mod tests {
         assert_eq!(s.tokens_issued.load(Ordering::SeqCst), 1);
         assert_eq!(s.rejected_without_token.load(Ordering::SeqCst), 0);
         let shown = format!("{p:?} {got:?}");
-        assert!(!shown.contains("role-sekrit") && !shown.contains("role-token"), "{shown}");
+        assert!(
+            !shown.contains("role-sekrit") && !shown.contains("role-token"),
+            "{shown}"
+        );
     }
 
     #[tokio::test]
@@ -413,7 +427,10 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, CredentialsError::Failed { .. }), "{err}");
-        assert!(err.to_string().contains("no instance metadata service"), "{err}");
+        assert!(
+            err.to_string().contains("no instance metadata service"),
+            "{err}"
+        );
     }
 
     #[test]

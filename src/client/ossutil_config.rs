@@ -52,9 +52,7 @@ pub fn parse(text: &str) -> Result<OssutilConfig, String> {
             .filter(|v| !v.is_empty())
     };
     let credentials = match (get("accesskeyid"), get("accesskeysecret")) {
-        (Some(id), Some(secret)) => {
-            Some(Credentials::new(id, secret).with_token(get("ststoken")))
-        }
+        (Some(id), Some(secret)) => Some(Credentials::new(id, secret).with_token(get("ststoken"))),
         _ => None,
     };
     Ok(OssutilConfig {
@@ -136,7 +134,10 @@ mod tests {
         assert_eq!(c.access_key_id, "AKU1");
         assert_eq!(c.access_key_secret.expose(), "ossutil-sekrit");
         assert_eq!(c.security_token.unwrap().expose(), "tok-1");
-        assert_eq!(cfg.endpoint.as_deref(), Some("oss-cn-hangzhou.aliyuncs.com"));
+        assert_eq!(
+            cfg.endpoint.as_deref(),
+            Some("oss-cn-hangzhou.aliyuncs.com")
+        );
     }
 
     #[test]
@@ -169,7 +170,11 @@ mod tests {
             CredentialsError::NotFound { .. }
         ));
         let path = dir.path().join(".ossutilconfig");
-        std::fs::write(&path, "[Credentials]\naccessKeyID=AKF\naccessKeySecret=sekrit\n").unwrap();
+        std::fs::write(
+            &path,
+            "[Credentials]\naccessKeyID=AKF\naccessKeySecret=sekrit\n",
+        )
+        .unwrap();
         let got = OssutilConfigProvider::new(&path).provide().await.unwrap();
         assert_eq!(got.credentials.access_key_id, "AKF");
         std::fs::write(&path, "[Credentials\naccessKeySecret=sekrit\n").unwrap();
@@ -179,6 +184,9 @@ mod tests {
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, CredentialsError::Failed { .. }), "{msg}");
-        assert!(msg.contains(".ossutilconfig") && !msg.contains("sekrit"), "{msg}");
+        assert!(
+            msg.contains(".ossutilconfig") && !msg.contains("sekrit"),
+            "{msg}"
+        );
     }
 }

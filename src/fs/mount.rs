@@ -130,11 +130,7 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
                 .endpoint
                 .clone()
                 .context("no endpoint: pass --endpoint URL, set OSS_ENDPOINT, or use --embedded")?;
-            (
-                endpoint,
-                crate::client::chain_for(&opts.credentials),
-                None,
-            )
+            (endpoint, crate::client::chain_for(&opts.credentials), None)
         }
     };
     let mut ccfg = ClientConfig::new(&endpoint, &opts.bucket).context("client configuration")?;
