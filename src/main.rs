@@ -37,7 +37,7 @@ const MOUNT_AFTER_HELP: &str = "\
 Credentials, first found wins: OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET[/OSS_SESSION_TOKEN], then
 ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET[/ALIBABA_CLOUD_SECURITY_TOKEN]; --passwd-file FILE, else
 /etc/passwd-ossfs and ~/.passwd-ossfs; ~/.ossutilconfig; --credential-process; the ECS RAM role
-(--ram-role NAME, or the attached role, unless ALIBABA_CLOUD_ECS_METADATA_DISABLED=true).
+(only with --ram-role=NAME, or --ram-role for the role attached to the instance).
 
 As a mount helper: mount -t fuse.appendfs oss://BUCKET[/PREFIX] DIR -o endpoint=URL,allow_other
 or the fstab line
@@ -71,9 +71,9 @@ struct MountArgs {
     /// Expiration}; run again before Expiration.
     #[arg(long, value_name = "CMD", help_heading = "Credentials")]
     credential_process: Option<String>,
-    /// ECS RAM role to take keys from (instance metadata service); without it the attached
-    /// role is tried last.
-    #[arg(long, value_name = "NAME", help_heading = "Credentials")]
+    /// Take keys from the ECS instance metadata service: the RAM role NAME, or without
+    /// =NAME the role attached to the instance. Never used unless given.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "", help_heading = "Credentials")]
     ram_role: Option<String>,
     /// Address of the instance metadata service (tests).
     #[arg(long, env = appendfs::client::ecs_role::METADATA_ENDPOINT_ENV, hide = true)]
@@ -550,7 +550,7 @@ fn check_mount_args(args: &MountArgs) -> Result<(), String> {
         return Err("--credential-process needs a command".into());
     }
     if let Some(role) = &args.ram_role {
-        if role.is_empty() || role.contains('/') || role.contains(char::is_whitespace) {
+        if role.contains('/') || role.contains(char::is_whitespace) {
             return Err(format!("--ram-role {role:?} is not a RAM role name"));
         }
     }
@@ -821,7 +821,10 @@ async fn mount(args: MountArgs) -> anyhow::Result<()> {
             credentials: appendfs::client::CredentialOptions {
                 passwd_file: args.passwd_file.clone(),
                 credential_process: args.credential_process.clone(),
-                ram_role: args.ram_role.clone(),
+                ram_role: args
+                    .ram_role
+                    .as_ref()
+                    .map(|r| (!r.is_empty()).then(|| r.clone())),
                 metadata_endpoint: args.ecs_metadata_endpoint.clone(),
                 ..appendfs::client::CredentialOptions::for_bucket(&bucket)
             },

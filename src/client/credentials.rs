@@ -176,7 +176,7 @@ impl CredentialsProvider for ChainProvider {
 
 /// Where [`chain_for`] looks for keys; `main` fills it from the command line. The order is
 /// fixed and documented (README, "Credentials"): environment, passwd file, ossutil config,
-/// credential process, ECS RAM role. First found wins; a source that exists but is broken
+/// credential process, ECS RAM role (only when asked for). First found wins; a source that exists but is broken
 /// (a passwd file others can read, a failing process) stops the search with its error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CredentialOptions {
@@ -189,21 +189,18 @@ pub struct CredentialOptions {
     pub ossutil_config: Option<PathBuf>,
     /// `--credential-process CMD`.
     pub credential_process: Option<String>,
-    /// `--ram-role NAME`: the metadata service must answer.
-    pub ram_role: Option<String>,
-    /// Try the instance's RAM role last even without `--ram-role` (one-second connect timeout).
-    pub discover_ram_role: bool,
+    /// `--ram-role[=NAME]`: `Some(Some(name))` for that role, `Some(None)` for the one the
+    /// instance lists. Never tried unasked: every process on an ECS host can reach the
+    /// metadata service, and a mount silently taking the instance's role could get rights
+    /// nobody meant it to have (off ECS it would also wait on an address nothing answers).
+    pub ram_role: Option<Option<String>>,
     /// The metadata service's address (tests); `None`: `APPENDFS_ECS_METADATA_ENDPOINT` or
     /// the real one.
     pub metadata_endpoint: Option<String>,
 }
 
-/// Set to `true` to never try the metadata service unasked (the Alibaba Cloud SDKs' name).
-pub const ECS_METADATA_DISABLED_ENV: &str = "ALIBABA_CLOUD_ECS_METADATA_DISABLED";
-
 impl CredentialOptions {
-    /// The default places for `bucket`: ossfs's files, `~/.ossutilconfig`, and RAM role
-    /// discovery unless `ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`.
+    /// The default places for `bucket`: ossfs's files and `~/.ossutilconfig`.
     pub fn for_bucket(bucket: impl Into<String>) -> Self {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
@@ -216,8 +213,6 @@ impl CredentialOptions {
             bucket: bucket.into(),
             default_passwd_files,
             ossutil_config: home.map(|h| h.join(".ossutilconfig")),
-            discover_ram_role: !std::env::var(ECS_METADATA_DISABLED_ENV)
-                .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
             ..CredentialOptions::default()
         }
     }
@@ -258,11 +253,10 @@ pub fn chain_with_env(
             credential_process::CredentialProcessProvider::new(cmd),
         ));
     }
-    if opts.ram_role.is_some() || opts.discover_ram_role {
+    if let Some(role) = &opts.ram_role {
         sources.push(Arc::new(ecs_role::EcsRoleProvider::new(
             opts.metadata_endpoint.clone(),
-            opts.ram_role.clone(),
-            opts.ram_role.is_some(),
+            role.clone(),
         )));
     }
     ChainProvider(sources)
@@ -560,7 +554,7 @@ mod tests {
             credential_process: Some(
                 r#"echo '{"AccessKeyId":"AKPROCESS","AccessKeySecret":"x"}'"#.into(),
             ),
-            discover_ram_role: true,
+            ram_role: Some(None),
             metadata_endpoint: Some(metadata),
             ..CredentialOptions::default()
         };
@@ -579,7 +573,7 @@ mod tests {
         assert_eq!(first(&opts, &missing).await.unwrap(), "AKPROCESS");
         opts.credential_process = None;
         assert_eq!(first(&opts, &missing).await.unwrap(), "STS.K1");
-        opts.discover_ram_role = false;
+        opts.ram_role = None;
         let none = first(&opts, &missing).await.unwrap_err();
         assert!(matches!(none, CredentialsError::NotFound { .. }), "{none}");
 

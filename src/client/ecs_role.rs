@@ -3,8 +3,8 @@
 //! The role is `--ram-role NAME` or the one the service lists. Role keys expire (hours); the
 //! [`CachingProvider`](super::CachingProvider) in front fetches new ones before they do.
 //!
-//! Reached only when asked for (`--ram-role`) or as the last source with a short connect
-//! timeout: off ECS nothing answers at that address, and a mount must not wait long to learn it.
+//! Reached only when asked for (`--ram-role[=NAME]`), so any failure, including "no role
+//! attached", is an error rather than a reason to try another source.
 
 use std::time::Duration;
 
@@ -33,8 +33,6 @@ const TOKEN_TTL_SECONDS: u32 = 300;
 pub struct EcsRoleProvider {
     endpoint: String,
     role: Option<String>,
-    /// `--ram-role` given: an unreachable service is an error, not "try the next source".
-    explicit: bool,
     http: reqwest::Client,
 }
 
@@ -50,20 +48,15 @@ struct RoleCredentials {
 
 impl EcsRoleProvider {
     /// `endpoint` `None`: [`METADATA_ENDPOINT_ENV`], else the real address. `role` `None`:
-    /// discovered. `explicit`: the user asked for this source (longer connect timeout, and
-    /// failures are errors).
-    pub fn new(endpoint: Option<String>, role: Option<String>, explicit: bool) -> Self {
+    /// the one the service lists.
+    pub fn new(endpoint: Option<String>, role: Option<String>) -> Self {
         let endpoint = endpoint
             .or_else(|| std::env::var(METADATA_ENDPOINT_ENV).ok())
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_METADATA_ENDPOINT.to_string());
-        let connect = if explicit {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_secs(1)
-        };
         let http = reqwest::Client::builder()
-            .connect_timeout(connect)
+            // The service is on the instance's own link: it answers at once or not at all.
+            .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10))
             // The metadata service is link-local to the instance: never through a proxy.
             .no_proxy()
@@ -73,7 +66,6 @@ impl EcsRoleProvider {
         EcsRoleProvider {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             role: role.filter(|r| !r.is_empty()),
-            explicit,
             http,
         }
     }
@@ -85,21 +77,12 @@ impl EcsRoleProvider {
         }
     }
 
-    /// A transport failure: for an automatic try it only means "not on ECS".
     fn unreachable(&self, e: reqwest::Error) -> CredentialsError {
-        let reason = format!(
-            "no instance metadata service at {}: {}",
+        self.failed(format!(
+            "no instance metadata service at {} ({}): --ram-role works only on an ECS instance",
             self.endpoint,
             transport_words(&e)
-        );
-        if self.explicit {
-            self.failed(reason)
-        } else {
-            CredentialsError::NotFound {
-                source_name: NAME,
-                reason,
-            }
-        }
+        ))
     }
 
     /// The hardened-mode token, or `None` when the service does not offer one (older
@@ -156,10 +139,7 @@ impl EcsRoleProvider {
                 match (status, role) {
                     (200, Some(r)) => r.to_string(),
                     (200 | 404, _) => {
-                        return Err(CredentialsError::NotFound {
-                            source_name: NAME,
-                            reason: "this instance has no RAM role attached".into(),
-                        })
+                        return Err(self.failed("this instance has no RAM role attached".into()))
                     }
                     (s, _) => {
                         return Err(self
@@ -349,7 +329,7 @@ pub(crate) mod tests {
     async fn discovers_role_with_token_step() {
         let s = standin(Some("log-writer"), 3600);
         let ep = start_standin(s.clone()).await;
-        let p = EcsRoleProvider::new(Some(ep), None, false);
+        let p = EcsRoleProvider::new(Some(ep), None);
         let got = p.provide().await.unwrap();
         assert_eq!(got.credentials.access_key_id, "STS.K1");
         assert_eq!(
@@ -374,7 +354,6 @@ pub(crate) mod tests {
         let cache = CachingProvider::new(Arc::new(EcsRoleProvider::new(
             Some(ep.clone()),
             Some("log-writer".into()),
-            true,
         )));
         assert_eq!(cache.credentials().await.unwrap().access_key_id, "STS.K1");
         assert_eq!(cache.credentials().await.unwrap().access_key_id, "STS.K2");
@@ -385,14 +364,13 @@ pub(crate) mod tests {
         let cache = CachingProvider::new(Arc::new(EcsRoleProvider::new(
             Some(ep.clone()),
             Some("log-writer".into()),
-            true,
         )));
         assert_eq!(cache.credentials().await.unwrap().access_key_id, "STS.K3");
         assert_eq!(cache.credentials().await.unwrap().access_key_id, "STS.K3");
         assert_eq!(s.credential_fetches.load(Ordering::SeqCst), 3);
 
         // A role this instance does not have is named.
-        let err = EcsRoleProvider::new(Some(ep), Some("other".into()), true)
+        let err = EcsRoleProvider::new(Some(ep), Some("other".into()))
             .provide()
             .await
             .unwrap_err();
@@ -404,28 +382,24 @@ pub(crate) mod tests {
     async fn no_role_or_no_service() {
         let s = standin(None, 3600);
         let ep = start_standin(s).await;
-        let err = EcsRoleProvider::new(Some(ep), None, false)
+        let err = EcsRoleProvider::new(Some(ep), None)
             .provide()
             .await
             .unwrap_err();
-        assert!(matches!(err, CredentialsError::NotFound { .. }), "{err}");
+        assert!(matches!(err, CredentialsError::Failed { .. }), "{err}");
+        assert!(err.to_string().contains("no RAM role attached"), "{err}");
 
-        // Nothing listening: "not on ECS" for an automatic try, an error when asked for.
+        // Nothing listening: named, quickly.
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}", l.local_addr().unwrap())
         };
         let started = std::time::Instant::now();
-        let err = EcsRoleProvider::new(Some(closed.clone()), None, false)
+        let err = EcsRoleProvider::new(Some(closed), Some("r".into()))
             .provide()
             .await
             .unwrap_err();
-        assert!(matches!(err, CredentialsError::NotFound { .. }), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(3));
-        let err = EcsRoleProvider::new(Some(closed), Some("r".into()), true)
-            .provide()
-            .await
-            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
         assert!(matches!(err, CredentialsError::Failed { .. }), "{err}");
         assert!(
             err.to_string().contains("no instance metadata service"),

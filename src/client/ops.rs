@@ -471,7 +471,8 @@ impl Client {
                     crate::oss::credentials::ENV_ACCESS_KEY_SECRET
                 );
             }
-            ClientError::Credentials(c) => return format!("no usable credentials: {c}"),
+            // The cause, shown right after the hint, already names the source and the fix.
+            ClientError::Credentials(_) => return "cannot use the configured credentials".into(),
             _ => {}
         }
         let ak = match &self.inner.credentials {
