@@ -281,16 +281,31 @@ fn ignored_mount_option(name: &str) -> bool {
 /// (`append_chunk=10GiB`), so that errors quote those and not the translation.
 type OptionOrigins = std::collections::HashMap<String, String>;
 
-/// The long options of `appendfs mount` and whether each takes a value.
-fn mount_flags() -> Vec<(String, bool)> {
+/// How a long option of `appendfs mount` takes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    Value,
+    /// `--embedded[=DIR]`, `--ram-role[=NAME]`.
+    OptionalValue,
+}
+
+/// The long options of `appendfs mount` and how each takes a value.
+fn mount_flags() -> Vec<(String, Takes)> {
     use clap::CommandFactory;
     let cmd = Cli::command();
     cmd.find_subcommand("mount")
         .map(|m| {
             m.get_arguments()
                 .filter_map(|a| {
-                    a.get_long()
-                        .map(|l| (l.to_string(), a.get_action().takes_values()))
+                    let takes = if !a.get_action().takes_values() {
+                        Takes::Nothing
+                    } else if a.get_num_args().is_some_and(|n| n.min_values() == 0) {
+                        Takes::OptionalValue
+                    } else {
+                        Takes::Value
+                    };
+                    a.get_long().map(|l| (l.to_string(), takes))
                 })
                 .collect()
         })
@@ -347,16 +362,14 @@ fn expand_fstab_options(args: Vec<String>) -> Result<(Vec<String>, OptionOrigins
                 "ro" => "read-only".to_string(),
                 n => n.replace('_', "-"),
             };
-            let Some((_, takes_value)) = flags.iter().find(|(l, _)| *l == long) else {
+            let Some((_, takes)) = flags.iter().find(|(l, _)| *l == long) else {
                 return Err(format!("unknown mount option {name:?}"));
             };
-            // `embedded` alone means the default directory; everything else is strict.
-            let optional_value = long == "embedded";
-            match (value, *takes_value) {
-                (Some(_), false) => {
+            match (value, takes) {
+                (Some(_), Takes::Nothing) => {
                     return Err(format!("mount option {name:?} takes no value"));
                 }
-                (None, true) if !optional_value => {
+                (None, Takes::Value) => {
                     return Err(format!("mount option {name:?} needs a value ({name}=...)"));
                 }
                 _ => {}

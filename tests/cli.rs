@@ -86,6 +86,8 @@ fn bad_command_lines_are_refused_clearly() {
     };
     let open_passwd = d.join("open-passwd").display().to_string();
     let dead_ep = format!("--endpoint={dead}");
+    // A bare `ram_role` (the attached role), against a metadata address nothing answers.
+    let ram_role_opts = format!("ram_role,endpoint={dead},ecs_metadata_endpoint={dead}");
 
     /// Arguments, exit status, words the message must contain, words it must not.
     type Row<'a> = (Vec<&'a str>, i32, Vec<&'a str>, Vec<&'a str>);
@@ -276,6 +278,12 @@ fn bad_command_lines_are_refused_clearly() {
             1,
             vec!["credential process", "exit status: 3"],
             vec!["hunter2"],
+        ),
+        (
+            vec!["oss://bkt", "mp", "-f", "-o", &ram_role_opts],
+            1,
+            vec!["ECS RAM role", "no instance metadata service"],
+            vec![],
         ),
         (vec!["bogus"], 2, vec!["bogus"], vec![]),
     ];
