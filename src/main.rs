@@ -822,6 +822,17 @@ fn report_ready(outcome: &Result<(), String>) {
     std::env::remove_var(READY_FD_ENV);
 }
 
+/// The `endpoint` of `~/.ossutilconfig`, used when neither `--endpoint` nor `OSS_ENDPOINT` is
+/// given, so an ossutil user needs no new configuration. Unreadable: none (the credential
+/// chain reports a broken file).
+fn ossutil_endpoint() -> Option<String> {
+    use appendfs::client::ossutil_config;
+    let path = ossutil_config::default_path()?;
+    let endpoint = ossutil_config::load(&path).ok()??.endpoint?;
+    tracing::info!(%endpoint, file = %path.display(), "endpoint from ossutil's config");
+    Some(endpoint)
+}
+
 async fn mount(args: MountArgs) -> anyhow::Result<()> {
     use appendfs::client::CreateOptions;
     use appendfs::fs::mount::{self as m, MountOptions};
@@ -844,7 +855,11 @@ async fn mount(args: MountArgs) -> anyhow::Result<()> {
             bucket,
             prefix,
             mountpoint: args.mountpoint.clone(),
-            endpoint: args.endpoint.clone(),
+            endpoint: match (&args.endpoint, &args.embedded) {
+                (Some(e), _) => Some(e.clone()),
+                (None, None) => ossutil_endpoint(),
+                (None, Some(_)) => None,
+            },
             region: args.region.clone(),
             path_style: args.path_style,
             read_only: args.read_only,

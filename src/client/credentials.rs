@@ -178,7 +178,7 @@ impl CredentialsProvider for ChainProvider {
 /// fixed and documented (README, "Credentials"): environment, passwd file, ossutil config,
 /// credential process, ECS RAM role (only when asked for). First found wins; a source that exists but is broken
 /// (a passwd file others can read, a failing process) stops the search with its error.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct CredentialOptions {
     pub bucket: String,
     /// `--passwd-file`: replaces the default ossfs files and must work.
@@ -215,6 +215,28 @@ impl CredentialOptions {
             ossutil_config: home.map(|h| h.join(".ossutilconfig")),
             ..CredentialOptions::default()
         }
+    }
+}
+
+/// The credential process shows only its program: the rest of its command line may hold a
+/// secret (MountOptions, which holds this, is `Debug`).
+impl fmt::Debug for CredentialOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialOptions")
+            .field("bucket", &self.bucket)
+            .field("passwd_file", &self.passwd_file)
+            .field("default_passwd_files", &self.default_passwd_files)
+            .field("ossutil_config", &self.ossutil_config)
+            .field(
+                "credential_process",
+                &self
+                    .credential_process
+                    .as_deref()
+                    .map(|c| c.split_whitespace().next().unwrap_or("")),
+            )
+            .field("ram_role", &self.ram_role)
+            .field("metadata_endpoint", &self.metadata_endpoint)
+            .finish()
     }
 }
 
@@ -593,6 +615,12 @@ mod tests {
         let shown = format!("{:?}", chain_with_env(&opts, env));
         assert!(
             !shown.contains("p-secret") && !shown.contains("\"e\""),
+            "{shown}"
+        );
+        opts.credential_process = Some("get-keys --token sekrit-arg".into());
+        let shown = format!("{opts:?}");
+        assert!(
+            shown.contains("get-keys") && !shown.contains("sekrit"),
             "{shown}"
         );
     }
