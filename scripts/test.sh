@@ -15,6 +15,13 @@ if [[ $(id -u) -ne 0 || ! -e /dev/fuse ]]; then
     exit 1
 fi
 
+if [[ ! -x /sbin/mount.fuse3 && ! -x /usr/sbin/mount.fuse3 ]]; then
+    # tests/mount_helper.rs mounts through mount(8), which needs Debian's mount.fuse3.
+    step "Debian fuse3 (mount.fuse3 for mount -t fuse.appendfs)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3
+fi
+
 step "Python venv with the official OSS SDKs"
 scripts/setup-python.sh
 

@@ -16,7 +16,7 @@ use appendfs::server::{self, CopyAppendable, FaultPlan, ServerConfig, Storage};
 #[derive(Parser)]
 #[command(
     name = "appendfs",
-    version,
+    version = env!("APPENDFS_VERSION"),
     about = "Mount an OSS bucket; `echo >>` becomes AppendObject"
 )]
 struct Cli {
@@ -27,95 +27,159 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Mount oss://BUCKET[/PREFIX] on MOUNTPOINT.
-    Mount(MountArgs),
+    #[command(after_help = MOUNT_AFTER_HELP)]
+    Mount(Box<MountArgs>),
     /// Run the local OSS-compatible server.
     Serve(ServeArgs),
 }
 
+const MOUNT_AFTER_HELP: &str = "\
+Credentials, first found wins: OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET[/OSS_SESSION_TOKEN], then
+ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET[/ALIBABA_CLOUD_SECURITY_TOKEN]; --passwd-file FILE, else
+/etc/passwd-ossfs and ~/.passwd-ossfs; ~/.ossutilconfig; --credential-process; the ECS RAM role
+(only with --ram-role=NAME, or --ram-role for the role attached to the instance).
+
+As a mount helper: mount -t fuse.appendfs oss://BUCKET[/PREFIX] DIR -o endpoint=URL,allow_other
+or the fstab line
+  oss://BUCKET /mnt/logs fuse.appendfs _netdev,endpoint=https://oss-cn-hangzhou.aliyuncs.com 0 0";
+
 #[derive(Args, Debug)]
+// mount(8) and fstab can repeat an option (`-o ro` with `--read-only`): the last one counts.
+#[command(args_override_self = true)]
 struct MountArgs {
     /// oss://BUCKET[/PREFIX]
     url: String,
     mountpoint: PathBuf,
     /// OSS endpoint, e.g. https://oss-cn-hangzhou.aliyuncs.com or http://127.0.0.1:9000.
-    #[arg(long, env = "OSS_ENDPOINT")]
+    #[arg(long, env = "OSS_ENDPOINT", help_heading = "Where")]
     endpoint: Option<String>,
     /// Region id for V4 signing; derived from oss-<region>[-internal].aliyuncs.com if omitted.
-    #[arg(long, env = "OSS_REGION")]
+    #[arg(long, env = "OSS_REGION", help_heading = "Where")]
     region: Option<String>,
     /// Force path-style addressing (automatic for IP and localhost endpoints).
-    #[arg(long)]
+    #[arg(long, help_heading = "Where")]
     path_style: bool,
-    /// Stay in the foreground; otherwise return once the mount is live.
-    #[arg(short, long)]
-    foreground: bool,
-    #[arg(long)]
-    read_only: bool,
-    /// Send buffered appends once their oldest byte is this old.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    flush_interval: Duration,
-    /// Send buffered appends once this many bytes are waiting (also the largest AppendObject).
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
-    append_chunk: u64,
-    /// How old a HEAD result or directory listing may be before it is asked again.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    metadata_ttl: Duration,
-    /// Bound of the read block cache.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
-    cache_size: u64,
-    /// Bound of bytes accepted but not yet appended; writers wait above it.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
-    max_dirty: u64,
-    /// Owner shown for every file (default: the mounting user).
-    #[arg(long)]
-    uid: Option<u32>,
-    #[arg(long)]
-    gid: Option<u32>,
-    /// Mode of files, octal.
-    #[arg(long, default_value = "0644", value_parser = parse_mode)]
-    file_mode: u16,
-    /// Mode of directories, octal.
-    #[arg(long, default_value = "0755", value_parser = parse_mode)]
-    dir_mode: u16,
-    /// Let other users access the mount.
-    #[arg(long)]
-    allow_other: bool,
     /// Start the built-in OSS-compatible server (data in DIR, default a per-user data directory)
     /// and mount through it.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "", help_heading = "Where")]
     embedded: Option<String>,
+    /// ossfs password file (bucket:id:secret or id:secret lines, mode 600); replaces the
+    /// defaults /etc/passwd-ossfs and ~/.passwd-ossfs.
+    #[arg(long, value_name = "FILE", help_heading = "Credentials")]
+    passwd_file: Option<PathBuf>,
+    /// Command (run with sh -c) printing JSON {AccessKeyId, AccessKeySecret, SecurityToken,
+    /// Expiration}; run again before Expiration.
+    #[arg(long, value_name = "CMD", help_heading = "Credentials")]
+    credential_process: Option<String>,
+    /// Take keys from the ECS instance metadata service: the RAM role NAME, or without
+    /// =NAME the role attached to the instance. Never used unless given.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, require_equals = true, default_missing_value = "", help_heading = "Credentials")]
+    ram_role: Option<String>,
+    /// Address of the instance metadata service (tests).
+    #[arg(long, env = appendfs::client::ecs_role::METADATA_ENDPOINT_ENV, hide = true)]
+    ecs_metadata_endpoint: Option<String>,
+    /// Send buffered appends once their oldest byte is this old.
+    #[arg(long, default_value = "1s", value_name = "DUR", value_parser = parse_flush_interval, help_heading = "Buffers and caches")]
+    flush_interval: Duration,
+    /// Send buffered appends once this many bytes are waiting (also the largest AppendObject).
+    #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_append_chunk, help_heading = "Buffers and caches")]
+    append_chunk: u64,
+    /// How old a HEAD result or directory listing may be before it is asked again (0: always).
+    #[arg(long, default_value = "1s", value_name = "DUR", value_parser = parse_metadata_ttl, help_heading = "Buffers and caches")]
+    metadata_ttl: Duration,
+    /// Bound of the read block cache.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_memory_size, help_heading = "Buffers and caches")]
+    cache_size: u64,
+    /// Bound of bytes accepted but not yet appended; writers wait above it.
+    #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_memory_size, help_heading = "Buffers and caches")]
+    max_dirty: u64,
+    /// Refuse every change (EROFS); `-o ro` says the same.
+    #[arg(long, help_heading = "Files and permissions")]
+    read_only: bool,
+    /// Owner shown for every file (default: the mounting user).
+    #[arg(long, help_heading = "Files and permissions")]
+    uid: Option<u32>,
+    /// Group shown for every file (default: the mounting user's group).
+    #[arg(long, help_heading = "Files and permissions")]
+    gid: Option<u32>,
+    /// Mode of files, octal.
+    #[arg(long, default_value = "0644", value_name = "MODE", value_parser = parse_mode, help_heading = "Files and permissions")]
+    file_mode: u16,
+    /// Mode of directories, octal.
+    #[arg(long, default_value = "0755", value_name = "MODE", value_parser = parse_mode, help_heading = "Files and permissions")]
+    dir_mode: u16,
+    /// Let other users access the mount.
+    #[arg(long, help_heading = "Files and permissions")]
+    allow_other: bool,
     /// ACL of objects this mount creates (default, private, public-read, public-read-write).
-    #[arg(long)]
+    #[arg(long, help_heading = "New objects")]
     acl: Option<String>,
     /// Storage class of objects this mount creates (Standard, IA, Archive).
-    #[arg(long)]
+    #[arg(long, help_heading = "New objects")]
     storage_class: Option<String>,
     /// Server-side encryption of objects this mount creates (AES256, KMS, SM4).
-    #[arg(long)]
+    #[arg(long, help_heading = "New objects")]
     sse: Option<String>,
+    /// Stay in the foreground; otherwise return once the mount is live.
+    #[arg(short, long, help_heading = "Process")]
+    foreground: bool,
     /// Log here instead of stderr (appended). A background mount logs to
     /// ~/.local/state/appendfs/mount.log unless this is given.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Process")]
     log_file: Option<PathBuf>,
     /// Drain deadline at umount, SIGTERM and SIGINT; what is not appended by then is saved to
     /// the rescue file and the exit status is 1.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, help_heading = "Process")]
     shutdown_grace: Duration,
     /// How long appends are retried through errors and outages before the bytes are saved to
     /// the rescue file (and the next write or open of the file fails with EIO).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration, help_heading = "Buffers and caches")]
     retry_budget: Duration,
     /// State directory: the rescue file goes under DIR/rescue (default
     /// $XDG_STATE_HOME/appendfs, else ~/.local/state/appendfs).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Process")]
     state_dir: Option<PathBuf>,
-    /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other (expanded before parsing).
-    #[arg(short = 'o', value_name = "OPT[,OPT]")]
+    /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other: every option above
+    /// as key=value (or key for a switch); mount(8)'s own (rw, dev, suid, _netdev, nofail,
+    /// x-systemd.*, nonempty, ...) are accepted and ignored.
+    #[arg(short = 'o', value_name = "OPT[,OPT]", help_heading = "Process")]
     options: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 1s, 500ms, 2m)"))
+}
+
+/// A duration within `[min, max]`; the message names the bound that was crossed.
+fn bounded_duration(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min {
+        if min == Duration::from_millis(1) {
+            return Err(format!("{s:?}: must be more than 0"));
+        }
+        return Err(format!(
+            "{s:?}: must be at least {}",
+            humantime::format_duration(min)
+        ));
+    }
+    if d > max {
+        return Err(format!(
+            "{s:?}: must be at most {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// Zero would mean a timer firing without pause; over an hour, bytes a writer saw accepted
+/// wait too long to reach OSS.
+fn parse_flush_interval(s: &str) -> Result<Duration, String> {
+    bounded_duration(s, Duration::from_millis(1), Duration::from_secs(3600))
+}
+
+/// Zero is meaningful (ask OSS every time); a day is plenty for any cache of remote state.
+fn parse_metadata_ttl(s: &str) -> Result<Duration, String> {
+    bounded_duration(s, Duration::ZERO, Duration::from_secs(86_400))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -133,6 +197,57 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     parse_size(s.strip_suffix("/s").unwrap_or(s))
 }
 
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// OSS refuses an AppendObject body over 5 GiB (and an object over 5 GiB made by appends).
+const MAX_APPEND_CHUNK: u64 = 5 * GIB;
+const MIN_APPEND_CHUNK: u64 = KIB;
+/// One read block: a smaller cache or buffer could not hold what a single request moves.
+const MIN_MEMORY_BOUND: u64 = MIB;
+
+fn parse_append_chunk(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v > MAX_APPEND_CHUNK {
+        return Err(format!(
+            "{s:?}: must be at most 5GiB, the largest AppendObject OSS accepts"
+        ));
+    }
+    if v < MIN_APPEND_CHUNK {
+        return Err(format!(
+            "{s:?}: must be at least 1KiB (smaller chunks only multiply requests)"
+        ));
+    }
+    Ok(v)
+}
+
+/// This machine's RAM, if it can be read.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && page > 0).then(|| (pages as u64).saturating_mul(page as u64))
+}
+
+/// A memory bound: at least 1 MiB, at most this machine's RAM (more could never be honoured).
+fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    if v < MIN_MEMORY_BOUND {
+        return Err(format!("{s:?}: must be at least 1MiB"));
+    }
+    if let Some(ram) = physical_memory().filter(|ram| v > *ram) {
+        return Err(format!(
+            "{s:?}: must be at most this machine's memory ({})",
+            bytesize::ByteSize::b(ram).display().iec()
+        ));
+    }
+    Ok(v)
+}
+
 fn parse_mode(s: &str) -> Result<u16, String> {
     u16::from_str_radix(s.trim_start_matches("0o"), 8)
         .ok()
@@ -140,14 +255,94 @@ fn parse_mode(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{s:?} is not an octal mode such as 0644"))
 }
 
-/// Standard mount options that mean nothing here (fstab, mount(8)).
-const IGNORED_FSTAB: &[&str] = &[
-    "rw", "defaults", "nofail", "_netdev", "auto", "noauto", "user", "users", "nouser", "exec",
-    "noexec", "suid", "nosuid", "dev", "nodev", "async", "atime", "noatime", "relatime",
+/// Options mount(8), fstab and systemd add that mean nothing to appendfs (the kernel side is
+/// always nodev,nosuid; `nonempty` is fuse2's permission to mount over files, which a
+/// kernel mount never needed).
+const IGNORED_MOUNT_OPTIONS: &[&str] = &[
+    "rw",
+    "defaults",
+    "nofail",
+    "_netdev",
+    "auto",
+    "noauto",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "exec",
+    "noexec",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "async",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nodiratime",
+    "lazytime",
+    "nonempty",
+    "sync",
 ];
 
+/// Ignored by prefix: `x-systemd.automount`, `x-mount.mkdir`, `comment=...` are for
+/// userspace tools, never the filesystem.
+fn ignored_mount_option(name: &str) -> bool {
+    IGNORED_MOUNT_OPTIONS.contains(&name) || name.starts_with("x-") || name == "comment"
+}
+
+/// How `-o` options were written: long flag name (`append-chunk`) -> the user's own words
+/// (`append_chunk=10GiB`), so that errors quote those and not the translation.
+type OptionOrigins = std::collections::HashMap<String, String>;
+
+/// How a long option of `appendfs mount` takes a value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    Value,
+    /// `--embedded[=DIR]`, `--ram-role[=NAME]`.
+    OptionalValue,
+}
+
+/// The long options of `appendfs mount` and how each takes a value.
+fn mount_flags() -> Vec<(String, Takes)> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    cmd.find_subcommand("mount")
+        .map(|m| {
+            m.get_arguments()
+                .filter_map(|a| {
+                    let takes = if !a.get_action().takes_values() {
+                        Takes::Nothing
+                    } else if a.get_num_args().is_some_and(|n| n.min_values() == 0) {
+                        Takes::OptionalValue
+                    } else {
+                        Takes::Value
+                    };
+                    a.get_long().map(|l| (l.to_string(), takes))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `appendfs SOURCE MOUNTPOINT [-o ...]`, the form mount(8) runs helpers in (through
+/// mount.fuse3), means `appendfs mount ...`.
+fn insert_mount_subcommand(mut args: Vec<String>) -> Vec<String> {
+    if args.get(1).is_some_and(|a| a.starts_with("oss://")) {
+        args.insert(1, "mount".into());
+    }
+    args
+}
+
 /// Turns `-o a=b,c` into `--a=b --c` so fstab-style options go through the same parser.
-fn expand_fstab_options(args: Vec<String>) -> Vec<String> {
+/// Unknown options and misuse are refused here, in the words the user wrote.
+fn expand_fstab_options(args: Vec<String>) -> Result<(Vec<String>, OptionOrigins), String> {
+    let flags = mount_flags();
+    let mut origins = OptionOrigins::new();
     let mut out = Vec::with_capacity(args.len());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -159,6 +354,11 @@ fn expand_fstab_options(args: Vec<String>) -> Vec<String> {
                     continue;
                 }
             }
+        } else if a == "--" {
+            // Everything after `--` is positional.
+            out.push(a);
+            out.extend(it.by_ref());
+            continue;
         } else if let Some(v) = a
             .strip_prefix("-o")
             .filter(|v| !v.is_empty() && !a.starts_with("--"))
@@ -169,24 +369,60 @@ fn expand_fstab_options(args: Vec<String>) -> Vec<String> {
             continue;
         };
         for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            if IGNORED_FSTAB.contains(&opt) {
-                continue;
-            }
             let (name, value) = opt
                 .split_once('=')
                 .map_or((opt, None), |(n, v)| (n, Some(v)));
-            let name = if name == "ro" {
-                "read-only".to_string()
-            } else {
-                name.replace('_', "-")
+            if ignored_mount_option(name) {
+                continue;
+            }
+            let long = match name {
+                "ro" => "read-only".to_string(),
+                n => n.replace('_', "-"),
             };
+            let Some((_, takes)) = flags.iter().find(|(l, _)| *l == long) else {
+                return Err(format!("unknown mount option {name:?}"));
+            };
+            match (value, takes) {
+                (Some(_), Takes::Nothing) => {
+                    return Err(format!("mount option {name:?} takes no value"));
+                }
+                (None, Takes::Value) => {
+                    return Err(format!("mount option {name:?} needs a value ({name}=...)"));
+                }
+                _ => {}
+            }
+            origins.insert(long.clone(), opt.to_string());
             out.push(match value {
-                Some(v) => format!("--{name}={v}"),
-                None => format!("--{name}"),
+                Some(v) => format!("--{long}={v}"),
+                None => format!("--{long}"),
             });
         }
     }
-    out
+    Ok((out, origins))
+}
+
+/// A clap error about an option that came from `-o`, restated in the user's words.
+fn restate_option_error(e: &clap::Error, origins: &OptionOrigins) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg
+        .trim_start_matches("--")
+        .split([' ', '='])
+        .next()
+        .unwrap_or("");
+    let written = origins.get(long)?;
+    let reason = std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| e.kind().to_string());
+    // The value parsers start with the value itself, which `written` already shows.
+    let reason = written
+        .split_once('=')
+        .and_then(|(_, v)| reason.strip_prefix(&format!("{v:?}: ")))
+        .map(str::to_string)
+        .unwrap_or(reason);
+    Some(format!("mount option {written:?}: {reason}"))
 }
 
 #[derive(Args)]
@@ -319,16 +555,138 @@ fn default_state_dir() -> PathBuf {
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/log"))
-                .join(".local/state")
+            match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+                Some(home) => PathBuf::from(home).join(".local/state"),
+                // A boot-time mount may have no HOME at all.
+                None => PathBuf::from("/var/log"),
+            }
         });
     base.join("appendfs")
 }
 
+/// Exit status of a command line that cannot work (clap uses the same).
+const USAGE_ERROR: u8 = 2;
+
+/// Parses the command line, helper form and `-o` included; exits on a bad one.
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    let args = insert_mount_subcommand(std::env::args().collect());
+    let (args, origins) = match expand_fstab_options(args) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("appendfs: {e}");
+            return Err(ExitCode::from(USAGE_ERROR));
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(msg) = restate_option_error(&e, &origins) {
+                eprintln!("appendfs: {msg}");
+                return Err(ExitCode::from(USAGE_ERROR));
+            }
+            e.exit()
+        }
+    };
+    if let Command::Mount(args) = &cli.command {
+        if let Err(e) = check_mount_args(args) {
+            eprintln!("appendfs: {e}");
+            return Err(ExitCode::from(USAGE_ERROR));
+        }
+        if let Err(e) = check_mount_point(&args.mountpoint) {
+            eprintln!("appendfs: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(cli)
+}
+
+/// What no single option's parser can see: options against each other, the URL, the endpoint.
+fn check_mount_args(args: &MountArgs) -> Result<(), String> {
+    let (_, prefix) =
+        appendfs::fs::mount::parse_bucket_url(&args.url).map_err(|e| format!("{e:#}"))?;
+    check_prefix(&prefix)?;
+    if args.max_dirty < args.append_chunk {
+        return Err(format!(
+            "--max-dirty ({}) must be at least --append-chunk ({}): a full chunk has to fit",
+            bytesize::ByteSize::b(args.max_dirty).display().iec(),
+            bytesize::ByteSize::b(args.append_chunk).display().iec()
+        ));
+    }
+    if args.embedded.is_none() {
+        if let Some(ep) = &args.endpoint {
+            // Refused here, before a background process starts; the message never shows a
+            // password written into the URL.
+            appendfs::client::Endpoint::parse(ep).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(p) = &args.passwd_file {
+        if p.as_os_str().is_empty() {
+            return Err("--passwd-file needs a file name".into());
+        }
+    }
+    if args
+        .credential_process
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err("--credential-process needs a command".into());
+    }
+    if let Some(role) = &args.ram_role {
+        if role.contains('/') || role.contains(char::is_whitespace) {
+            return Err(format!("--ram-role {role:?} is not a RAM role name"));
+        }
+    }
+    Ok(())
+}
+
+/// The prefix as `parse_bucket_url` gives it (`a/b/` or empty). OSS keys are literal, so
+/// `.`, `..` and empty segments would name objects the mount can never show as files
+/// (and `..` would not mean "up" to OSS): refused rather than guessed at. Leading and
+/// trailing slashes are dropped by `parse_bucket_url`.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    let body = prefix.strip_suffix('/').unwrap_or(prefix);
+    if body.is_empty() {
+        return Ok(());
+    }
+    for seg in body.split('/') {
+        let what = match seg {
+            "" => "an empty segment (//)",
+            "." => "a \".\" segment",
+            ".." => "a \"..\" segment",
+            s if s.len() > 255 => "a segment longer than 255 bytes",
+            _ => continue,
+        };
+        return Err(format!(
+            "prefix {body:?} has {what}: give the prefix as plain names, e.g. oss://bucket/logs/app"
+        ));
+    }
+    Ok(())
+}
+
+/// A mount point that is still mounted but whose daemon died answers every access with
+/// ENOTCONN; say so, with the command that clears it.
+fn check_mount_point(dir: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(format!(
+            "mount point {d} is a dead FUSE mount (its daemon is gone: {e}); clear it with \
+             `umount -l {d}` or `fusermount3 -u {d}`, then mount again",
+            d = dir.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "mount point {} does not exist (create it with mkdir)",
+            dir.display()
+        )),
+        Err(e) => Err(format!("mount point {}: {e}", dir.display())),
+        Ok(md) if !md.is_dir() => Err(format!("mount point {} is not a directory", dir.display())),
+        Ok(_) => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(expand_fstab_options(std::env::args().collect()));
+    let cli = match parse_command_line() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     if let Command::Mount(args) = &cli.command {
         if !args.foreground {
             return daemonize(args.log_file.clone(), default_log_file());
@@ -357,7 +715,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
-        Command::Mount(args) => runtime.block_on(mount(args, log)),
+        Command::Mount(args) => runtime.block_on(mount(*args, log)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -566,6 +924,17 @@ async fn start_embedded(
     Ok((srv, endpoint, creds))
 }
 
+/// The `endpoint` of `~/.ossutilconfig`, used when neither `--endpoint` nor `OSS_ENDPOINT` is
+/// given, so an ossutil user needs no new configuration. Unreadable: none (the credential
+/// chain reports a broken file).
+fn ossutil_endpoint() -> Option<String> {
+    use appendfs::client::ossutil_config;
+    let path = ossutil_config::default_path()?;
+    let endpoint = ossutil_config::load(&path).ok()??.endpoint?;
+    tracing::info!(%endpoint, file = %path.display(), "endpoint from ossutil's config");
+    Some(endpoint)
+}
+
 async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
     use appendfs::client::{CreateOptions, StaticProvider};
     use appendfs::fs::mount::{self as m, MountOptions};
@@ -580,15 +949,26 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let (endpoint, credentials) = match &embedded {
+        let (endpoint, provider) = match &embedded {
             Some((_, endpoint, creds)) => (
                 Some(endpoint.clone()),
                 Some(std::sync::Arc::new(StaticProvider::new(creds.clone()))
                     as std::sync::Arc<dyn appendfs::client::CredentialsProvider>),
             ),
-            None => (args.endpoint.clone(), None),
+            None => (args.endpoint.clone().or_else(ossutil_endpoint), None),
         };
         let opts = MountOptions {
+            credentials: appendfs::client::CredentialOptions {
+                passwd_file: args.passwd_file.clone(),
+                credential_process: args.credential_process.clone(),
+                ram_role: args
+                    .ram_role
+                    .as_ref()
+                    .map(|r| (!r.is_empty()).then(|| r.clone())),
+                metadata_endpoint: args.ecs_metadata_endpoint.clone(),
+                ..appendfs::client::CredentialOptions::for_bucket(&bucket)
+            },
+            provider,
             bucket,
             prefix,
             mountpoint: args.mountpoint.clone(),
@@ -606,7 +986,6 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             file_mode: args.file_mode,
             dir_mode: args.dir_mode,
             allow_other: args.allow_other,
-            credentials,
             create: CreateOptions {
                 acl: args.acl.clone(),
                 storage_class: args.storage_class.clone(),

@@ -87,7 +87,7 @@ async fn exactly_once_under_faults() {
         .await
         .unwrap();
     let stream = start(
-        "log".into(),
+        "log",
         0,
         0,
         &client,
@@ -142,7 +142,7 @@ async fn append_mode_moves_past_a_foreign_writer() {
         .unwrap();
     let crc = crc64::checksum(b"start\n");
     let stream = start(
-        "shared".into(),
+        "shared",
         6,
         crc,
         &client,
@@ -202,7 +202,7 @@ async fn positional_writer_fails_when_the_object_changed() {
         .await
         .unwrap();
     let stream = start(
-        "pos".into(),
+        "pos",
         3,
         crc64::checksum(b"abc"),
         &client,
@@ -242,7 +242,7 @@ async fn writes_are_kept_whole_inside_chunks() {
     assert_eq!(meta.next_position, 0);
     // 100-byte chunks, 30-byte writes: 3 writes per AppendObject, never a split write.
     let stream = start(
-        "w".into(),
+        "w",
         0,
         0,
         &client,
@@ -277,14 +277,7 @@ async fn age_triggers_a_flush_and_dirty_bytes_stay_bounded() {
         .await
         .unwrap();
     let budget = Arc::new(DirtyBudget::new(4096));
-    let stream = start(
-        "age".into(),
-        0,
-        0,
-        &client,
-        stream_cfg(1024, 50),
-        budget.clone(),
-    );
+    let stream = start("age", 0, 0, &client, stream_cfg(1024, 50), budget.clone());
     stream.write(0, b"fresh\n", true).await.unwrap();
     // No flush call: the 50 ms interval alone must send it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -334,15 +327,8 @@ async fn identical_lines_from_two_writers_are_all_kept() {
         .await
         .unwrap();
     let budget = Arc::new(DirtyBudget::new(1 << 20));
-    let a = start(
-        "hb".into(),
-        0,
-        0,
-        &client,
-        stream_cfg(1 << 20, 5),
-        budget.clone(),
-    );
-    let b = start("hb".into(), 0, 0, &client, stream_cfg(1 << 20, 5), budget);
+    let a = start("hb", 0, 0, &client, stream_cfg(1 << 20, 5), budget.clone());
+    let b = start("hb", 0, 0, &client, stream_cfg(1 << 20, 5), budget);
     let run = |s: Arc<AppendStream>| async move {
         for _ in 0..150 {
             let end = s.write(0, b"heartbeat\n", true).await.unwrap();

@@ -57,12 +57,26 @@ pub struct Endpoint {
     kind: HostKind,
 }
 
+/// `endpoint` with any `user:password@` replaced by `***@`, for messages: a password typed
+/// into an endpoint must not be echoed back.
+pub fn without_userinfo(endpoint: &str) -> String {
+    let (scheme, rest) = match endpoint.find("://") {
+        Some(i) => endpoint.split_at(i + 3),
+        None => ("", endpoint),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => endpoint.to_string(),
+    }
+}
+
 impl Endpoint {
     /// Accepts `https://oss-cn-hangzhou.aliyuncs.com`, `http://127.0.0.1:9000`, `http://[::1]:9000`,
     /// or a bare host (`oss-cn-hangzhou.aliyuncs.com`, then https like the SDKs).
     pub fn parse(endpoint: &str) -> Result<Endpoint, ConfigError> {
         let bad = |reason| ConfigError::Endpoint {
-            endpoint: endpoint.to_string(),
+            endpoint: without_userinfo(endpoint),
             reason,
         };
         let trimmed = endpoint.trim();
@@ -321,6 +335,19 @@ pub fn key_path(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userinfo_in_an_endpoint_is_refused_without_echoing_it() {
+        for ep in [
+            "https://ak:hunter2@oss-cn-hangzhou.aliyuncs.com",
+            "http://user:hunter2@127.0.0.1:9000/",
+            "ak:hunter2@oss-cn-hangzhou.aliyuncs.com",
+        ] {
+            let e = Endpoint::parse(ep).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && e.contains("***@"), "{e}");
+        }
+        assert_eq!(without_userinfo("http://h:1/a@b"), "http://h:1/a@b");
+    }
 
     #[test]
     fn endpoints_parse() {

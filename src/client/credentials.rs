@@ -4,6 +4,7 @@
 //! STS, a credential process) only has to implement `provide`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -72,7 +73,48 @@ impl CredentialsProvider for StaticProvider {
     }
 }
 
-/// `OSS_ACCESS_KEY_ID`, `OSS_ACCESS_KEY_SECRET` and optional `OSS_SESSION_TOKEN`, read at each
+/// The official SDKs' variables, then the generic Alibaba Cloud ones; each pair is taken whole.
+pub const ENV_NAME_SETS: [[&str; 3]; 2] = [
+    [
+        crate::oss::credentials::ENV_ACCESS_KEY_ID,
+        crate::oss::credentials::ENV_ACCESS_KEY_SECRET,
+        crate::oss::credentials::ENV_SESSION_TOKEN,
+    ],
+    [
+        "ALIBABA_CLOUD_ACCESS_KEY_ID",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        "ALIBABA_CLOUD_SECURITY_TOKEN",
+    ],
+];
+
+/// Credentials from variables looked up with `get`: `OSS_*` first, then `ALIBABA_CLOUD_*`.
+/// A set with only one of id and secret is an error (a typo should not silently fall through
+/// to another source); empty values count as unset.
+pub fn credentials_from_vars(
+    get: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, CredentialsError> {
+    let get = |name: &str| get(name).filter(|v| !v.is_empty());
+    for [id_name, secret_name, token_name] in ENV_NAME_SETS {
+        match (get(id_name), get(secret_name)) {
+            (Some(id), Some(secret)) => {
+                return Ok(Some(
+                    Credentials::new(id, secret).with_token(get(token_name)),
+                ))
+            }
+            (None, None) => {}
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(CredentialsError::Failed {
+                    source_name: "environment",
+                    reason: format!("{id_name} and {secret_name} must be set together"),
+                })
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `OSS_ACCESS_KEY_ID` / `OSS_ACCESS_KEY_SECRET` / `OSS_SESSION_TOKEN`, else
+/// `ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET` / `ALIBABA_CLOUD_SECURITY_TOKEN`, read at each
 /// `provide` (the cache in front decides how often that is).
 #[derive(Debug, Clone, Default)]
 pub struct EnvProvider;
@@ -84,15 +126,13 @@ impl CredentialsProvider for EnvProvider {
 
     fn provide(&self) -> BoxFuture<'_, Result<ProvidedCredentials, CredentialsError>> {
         Box::pin(async move {
-            Credentials::from_env()
+            credentials_from_vars(|n| std::env::var(n).ok())?
                 .map(ProvidedCredentials::permanent)
                 .ok_or_else(|| CredentialsError::NotFound {
                     source_name: "environment",
-                    reason: format!(
-                        "{} and {} must both be set",
-                        crate::oss::credentials::ENV_ACCESS_KEY_ID,
-                        crate::oss::credentials::ENV_ACCESS_KEY_SECRET
-                    ),
+                    reason: "neither OSS_ACCESS_KEY_ID/OSS_ACCESS_KEY_SECRET nor \
+                             ALIBABA_CLOUD_ACCESS_KEY_ID/ALIBABA_CLOUD_ACCESS_KEY_SECRET are set"
+                        .into(),
                 })
         })
     }
@@ -113,7 +153,11 @@ impl CredentialsProvider for ChainProvider {
             let mut tried = Vec::new();
             for p in &self.0 {
                 match p.provide().await {
-                    Ok(c) => return Ok(c),
+                    Ok(c) => {
+                        // Which source won, never what it gave: the order is easy to misjudge.
+                        tracing::info!(source = p.name(), key_id = %c.credentials.access_key_id, "using credentials");
+                        return Ok(c);
+                    }
                     Err(e @ CredentialsError::Failed { .. }) => return Err(e),
                     Err(e) => tried.push(e.to_string()),
                 }
@@ -128,6 +172,116 @@ impl CredentialsProvider for ChainProvider {
             })
         })
     }
+}
+
+/// Where [`chain_for`] looks for keys; `main` fills it from the command line. The order is
+/// fixed and documented (README, "Credentials"): environment, passwd file, ossutil config,
+/// credential process, ECS RAM role (only when asked for). First found wins; a source that exists but is broken
+/// (a passwd file others can read, a failing process) stops the search with its error.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CredentialOptions {
+    pub bucket: String,
+    /// `--passwd-file`: replaces the default ossfs files and must work.
+    pub passwd_file: Option<PathBuf>,
+    /// `/etc/passwd-ossfs`, `~/.passwd-ossfs`: skipped when absent.
+    pub default_passwd_files: Vec<PathBuf>,
+    /// `~/.ossutilconfig`: skipped when absent.
+    pub ossutil_config: Option<PathBuf>,
+    /// `--credential-process CMD`.
+    pub credential_process: Option<String>,
+    /// `--ram-role[=NAME]`: `Some(Some(name))` for that role, `Some(None)` for the one the
+    /// instance lists. Never tried unasked: every process on an ECS host can reach the
+    /// metadata service, and a mount silently taking the instance's role could get rights
+    /// nobody meant it to have (off ECS it would also wait on an address nothing answers).
+    pub ram_role: Option<Option<String>>,
+    /// The metadata service's address (tests); `None`: `APPENDFS_ECS_METADATA_ENDPOINT` or
+    /// the real one.
+    pub metadata_endpoint: Option<String>,
+}
+
+impl CredentialOptions {
+    /// The default places for `bucket`: ossfs's files and `~/.ossutilconfig`.
+    pub fn for_bucket(bucket: impl Into<String>) -> Self {
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from);
+        let mut default_passwd_files = vec![PathBuf::from("/etc/passwd-ossfs")];
+        if let Some(h) = &home {
+            default_passwd_files.push(h.join(".passwd-ossfs"));
+        }
+        CredentialOptions {
+            bucket: bucket.into(),
+            default_passwd_files,
+            ossutil_config: home.map(|h| h.join(".ossutilconfig")),
+            ..CredentialOptions::default()
+        }
+    }
+}
+
+/// The credential process shows only its program: the rest of its command line may hold a
+/// secret (MountOptions, which holds this, is `Debug`).
+impl fmt::Debug for CredentialOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialOptions")
+            .field("bucket", &self.bucket)
+            .field("passwd_file", &self.passwd_file)
+            .field("default_passwd_files", &self.default_passwd_files)
+            .field("ossutil_config", &self.ossutil_config)
+            .field(
+                "credential_process",
+                &self
+                    .credential_process
+                    .as_deref()
+                    .map(|c| c.split_whitespace().next().unwrap_or("")),
+            )
+            .field("ram_role", &self.ram_role)
+            .field("metadata_endpoint", &self.metadata_endpoint)
+            .finish()
+    }
+}
+
+/// The mount's credential source: the documented chain with the process environment first.
+/// The client caches what it returns and refreshes it before expiry.
+pub fn chain_for(opts: &CredentialOptions) -> Arc<dyn CredentialsProvider> {
+    Arc::new(chain_with_env(opts, Arc::new(EnvProvider)))
+}
+
+/// [`chain_for`] with another first source in place of the environment (tests).
+pub fn chain_with_env(
+    opts: &CredentialOptions,
+    env: Arc<dyn CredentialsProvider>,
+) -> ChainProvider {
+    use super::{credential_process, ecs_role, ossutil_config, passwd_file};
+    let mut sources: Vec<Arc<dyn CredentialsProvider>> = vec![env];
+    match &opts.passwd_file {
+        Some(p) => sources.push(Arc::new(passwd_file::PasswdFileProvider::explicit(
+            p,
+            &opts.bucket,
+        ))),
+        None => {
+            for p in &opts.default_passwd_files {
+                sources.push(Arc::new(passwd_file::PasswdFileProvider::default_location(
+                    p,
+                    &opts.bucket,
+                )));
+            }
+        }
+    }
+    if let Some(p) = &opts.ossutil_config {
+        sources.push(Arc::new(ossutil_config::OssutilConfigProvider::new(p)));
+    }
+    if let Some(cmd) = &opts.credential_process {
+        sources.push(Arc::new(
+            credential_process::CredentialProcessProvider::new(cmd),
+        ));
+    }
+    if let Some(role) = &opts.ram_role {
+        sources.push(Arc::new(ecs_role::EcsRoleProvider::new(
+            opts.metadata_endpoint.clone(),
+            role.clone(),
+        )));
+    }
+    ChainProvider(sources)
 }
 
 /// Keeps the last credentials and refreshes them `refresh_before` ahead of their expiry. One
@@ -351,6 +505,124 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("nothing here"), "{err}");
+    }
+
+    #[test]
+    fn oss_variables_win_over_alibaba_cloud_ones() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = credentials_from_vars(vars(&[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "AKALI"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s2"),
+            ("OSS_ACCESS_KEY_ID", "AKOSS"),
+            ("OSS_ACCESS_KEY_SECRET", "s1"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.access_key_id, "AKOSS");
+        let ali = credentials_from_vars(vars(&[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", "AKALI"),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s2"),
+            ("ALIBABA_CLOUD_SECURITY_TOKEN", "tk"),
+            ("OSS_ACCESS_KEY_ID", ""),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ali.access_key_id, "AKALI");
+        assert_eq!(ali.security_token.unwrap().expose(), "tk");
+        assert_eq!(credentials_from_vars(vars(&[])).unwrap(), None);
+        let half = credentials_from_vars(vars(&[("OSS_ACCESS_KEY_SECRET", "sekrit")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            half.contains("OSS_ACCESS_KEY_ID") && !half.contains("sekrit"),
+            "{half}"
+        );
+    }
+
+    /// Every source present at once, then removed one by one from the front: each time the
+    /// next one in the documented order wins.
+    #[tokio::test]
+    async fn sources_are_tried_in_the_documented_order() {
+        use crate::client::ecs_role::tests::{start_standin, Standin};
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let passwd = d.join("passwd-ossfs");
+        std::fs::write(&passwd, "logs:AKPASSWD:p-secret\n").unwrap();
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let ossutil = d.join(".ossutilconfig");
+        std::fs::write(
+            &ossutil,
+            "[Credentials]\naccessKeyID=AKOSSUTIL\naccessKeySecret=o\n",
+        )
+        .unwrap();
+        let standin = Arc::new(Standin::default());
+        *standin.role.lock().unwrap() = Some("r".into());
+        *standin.lifetime.lock().unwrap() = 3600;
+        let metadata = start_standin(standin).await;
+
+        let mut opts = CredentialOptions {
+            bucket: "logs".into(),
+            default_passwd_files: vec![d.join("absent"), passwd.clone()],
+            ossutil_config: Some(ossutil.clone()),
+            credential_process: Some(
+                r#"echo '{"AccessKeyId":"AKPROCESS","AccessKeySecret":"x"}'"#.into(),
+            ),
+            ram_role: Some(None),
+            metadata_endpoint: Some(metadata),
+            ..CredentialOptions::default()
+        };
+        let env: Arc<dyn CredentialsProvider> =
+            Arc::new(StaticProvider::new(Credentials::new("AKENV", "e")));
+        let missing: Arc<dyn CredentialsProvider> = Arc::new(ChainProvider(vec![]));
+        let first = |opts: &CredentialOptions, env: &Arc<dyn CredentialsProvider>| {
+            let chain = chain_with_env(opts, env.clone());
+            async move { chain.provide().await.map(|c| c.credentials.access_key_id) }
+        };
+        assert_eq!(first(&opts, &env).await.unwrap(), "AKENV");
+        assert_eq!(first(&opts, &missing).await.unwrap(), "AKPASSWD");
+        opts.default_passwd_files.clear();
+        assert_eq!(first(&opts, &missing).await.unwrap(), "AKOSSUTIL");
+        opts.ossutil_config = Some(d.join("no-ossutilconfig"));
+        assert_eq!(first(&opts, &missing).await.unwrap(), "AKPROCESS");
+        opts.credential_process = None;
+        assert_eq!(first(&opts, &missing).await.unwrap(), "STS.K1");
+        opts.ram_role = None;
+        let none = first(&opts, &missing).await.unwrap_err();
+        assert!(matches!(none, CredentialsError::NotFound { .. }), "{none}");
+
+        // An explicit passwd file replaces the default ones; one others can read stops the
+        // search with its name even though later sources have keys.
+        opts.ossutil_config = Some(ossutil);
+        opts.passwd_file = Some(passwd.clone());
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = first(&opts, &missing).await.unwrap_err().to_string();
+        assert!(err.contains(&passwd.display().to_string()), "{err}");
+        opts.passwd_file = None;
+        opts.default_passwd_files = vec![passwd.clone()];
+        let err = first(&opts, &missing).await.unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("p-secret"), "{err}");
+
+        let shown = format!("{:?}", chain_with_env(&opts, env));
+        assert!(
+            !shown.contains("p-secret") && !shown.contains("\"e\""),
+            "{shown}"
+        );
+        opts.credential_process = Some("get-keys --token sekrit-arg".into());
+        let shown = format!("{opts:?}");
+        assert!(
+            shown.contains("get-keys") && !shown.contains("sekrit"),
+            "{shown}"
+        );
     }
 
     #[test]

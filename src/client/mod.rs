@@ -9,9 +9,13 @@
 
 mod body;
 pub mod config;
+pub mod credential_process;
 pub mod credentials;
+pub mod ecs_role;
 pub mod error;
 mod ops;
+pub mod ossutil_config;
+pub mod passwd_file;
 mod request;
 pub mod retry;
 mod stats;
@@ -23,8 +27,8 @@ use std::sync::Arc;
 pub use body::ByteStream;
 pub use config::{ClientConfig, ConfigError, Endpoint, SignatureVersion};
 pub use credentials::{
-    CachingProvider, ChainProvider, CredentialsError, CredentialsProvider, EnvProvider,
-    ProvidedCredentials, StaticProvider,
+    chain_for, CachingProvider, ChainProvider, CredentialOptions, CredentialsError,
+    CredentialsProvider, EnvProvider, ProvidedCredentials, StaticProvider,
 };
 pub use error::{ClientError, KeyProblem, Op, OssError, TransportKind};
 pub use ops::{

@@ -611,6 +611,20 @@ impl Client {
     async fn check_hint(&self, e: &ClientError) -> String {
         let bucket = &self.inner.addressing.bucket;
         let endpoint = &self.inner.config.endpoint;
+        // Before asking the provider again below: a missing source would be searched twice.
+        match e {
+            ClientError::Credentials(super::CredentialsError::NotFound { .. }) => {
+                return format!(
+                    "no credentials to sign requests with: set {} and {}, or use a passwd file, \
+                     ~/.ossutilconfig, --credential-process or --ram-role (README: Credentials)",
+                    crate::oss::credentials::ENV_ACCESS_KEY_ID,
+                    crate::oss::credentials::ENV_ACCESS_KEY_SECRET
+                );
+            }
+            // The cause, shown right after the hint, already names the source and the fix.
+            ClientError::Credentials(_) => return "cannot use the configured credentials".into(),
+            _ => {}
+        }
         let ak = match &self.inner.credentials {
             Some(p) => p
                 .credentials()
@@ -619,13 +633,6 @@ impl Client {
                 .unwrap_or_default(),
             None => String::new(),
         };
-        if let ClientError::Credentials(_) = e {
-            return format!(
-                "no credentials to sign requests with: set {} and {}",
-                crate::oss::credentials::ENV_ACCESS_KEY_ID,
-                crate::oss::credentials::ENV_ACCESS_KEY_SECRET
-            );
-        }
         if let Some(kind) = e.transport_kind() {
             return match kind {
                 super::error::TransportKind::Connect => format!(

@@ -15,9 +15,7 @@ use anyhow::{bail, Context};
 use super::adapter::Adapter;
 use super::append::StreamConfig;
 use super::core::{Core, FsConfig};
-use crate::client::{
-    CachingProvider, Client, ClientConfig, CreateOptions, CredentialsProvider, EnvProvider,
-};
+use crate::client::{Client, ClientConfig, CreateOptions, CredentialOptions, CredentialsProvider};
 
 /// Everything `appendfs mount` takes (the command-line contract).
 #[derive(Clone)]
@@ -39,8 +37,8 @@ pub struct MountOptions {
     pub file_mode: u16,
     pub dir_mode: u16,
     pub allow_other: bool,
-    /// Credentials to use instead of looking them up (the embedded server's keys).
-    pub credentials: Option<Arc<dyn CredentialsProvider>>,
+    /// Keys to use instead of looking them up (the embedded server's).
+    pub provider: Option<Arc<dyn CredentialsProvider>>,
     /// Creation settings for new objects (ACL, storage class, encryption).
     pub create: CreateOptions,
     /// Drain deadline at umount, SIGTERM and SIGINT.
@@ -49,6 +47,9 @@ pub struct MountOptions {
     pub retry_budget: Duration,
     /// Where bytes that cannot be appended are saved.
     pub rescue_dir: PathBuf,
+    /// Where the keys come from (`--passwd-file`, `--credential-process`, `--ram-role`, the
+    /// default files); not used with `--embedded`.
+    pub credentials: CredentialOptions,
 }
 
 /// Parses `oss://BUCKET[/PREFIX]`.
@@ -97,9 +98,9 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         .endpoint
         .clone()
         .context("no endpoint: pass --endpoint URL, set OSS_ENDPOINT, or use --embedded")?;
-    let provider: Arc<dyn CredentialsProvider> = match &opts.credentials {
+    let provider: Arc<dyn CredentialsProvider> = match &opts.provider {
         Some(p) => p.clone(),
-        None => Arc::new(CachingProvider::new(Arc::new(EnvProvider))),
+        None => crate::client::chain_for(&opts.credentials),
     };
     let mut ccfg = ClientConfig::new(&endpoint, &opts.bucket).context("client configuration")?;
     ccfg.region = opts.region.clone();
