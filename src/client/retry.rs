@@ -23,7 +23,8 @@ impl Default for RetryPolicy {
     /// enough that a dead endpoint surfaces as `EIO` within a minute.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 6,
+            // Attempts are cheap next to a failed `stat`; the deadline bounds the time.
+            max_attempts: 12,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
             total_deadline: Duration::from_secs(60),
