@@ -248,6 +248,15 @@ impl Core {
                 if (data.len() as u64) < expected {
                     return self.short_read(ino, &path, offset, data, base).await;
                 }
+                // Found replaced while this read was fetching: its bytes may be the new
+                // object's, at offsets the kernel believes are the old one's.
+                if lock(&self.nodes)
+                    .by_ino
+                    .get(&ino)
+                    .is_none_or(|n| n.replaced)
+                {
+                    return Err(FsError::Stale);
+                }
                 if offset + data.len() as u64 == base {
                     self.verify_growth(ino, offset, &data, base)?;
                 }
@@ -286,11 +295,18 @@ impl Core {
         believed: u64,
     ) -> FsResult<Bytes> {
         if let Some(n) = lock(&self.nodes).by_ino.get_mut(&ino) {
+            if n.replaced {
+                return Err(FsError::Stale);
+            }
             n.meta = None;
         }
         let (now, meta) = self.file_meta(ino, true).await?;
         self.invalidate(ino);
-        if now != ino {
+        let replaced = lock(&self.nodes)
+            .by_ino
+            .get(&ino)
+            .is_none_or(|n| n.replaced);
+        if now != ino || replaced {
             return Err(FsError::Stale);
         }
         let got_end = offset + data.len() as u64;

@@ -330,6 +330,10 @@ impl Core {
             if n.kind != Kind::File {
                 return Err(FsError::IsDir);
             }
+            // A replaced node's key belongs to another inode now: never ask OSS for it.
+            if n.replaced && n.meta.is_none() {
+                return Err(FsError::Stale);
+            }
             if usable(n) {
                 if let Some(m) = &n.meta {
                     return Ok((ino, m.value.clone()));

@@ -199,7 +199,12 @@ impl Core {
             self.store.head(file_path),
         );
         let dir = dir?;
-        if !dir.contents.is_empty() || !dir.common_prefixes.is_empty() {
+        // Only entries really below the name make it a directory (a broken listing may
+        // return others).
+        let below = |k: &str| k.starts_with(dir_path.as_str());
+        if dir.contents.iter().any(|e| below(&e.key))
+            || dir.common_prefixes.iter().any(|p| below(p))
+        {
             return Ok(self.take_ref(&dir_path, Kind::Dir, None));
         }
         match head {

@@ -1,0 +1,291 @@
+//! Reads never lie, without a kernel: the core over the in-memory fake store and over stores
+//! and servers that lie (an overstated size, a listing entry from another directory, a server
+//! that ignores `Range` or sends an endless body). Every read returns bytes the object holds,
+//! or an error; never zeros, never bytes of an object that was replaced.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use appendfs::client::{
+    AppendOutcome, Client, ClientConfig, ClientError, CreateOptions, Credentials, ListEntry,
+    ListPage, RangeData, WriteOutcome,
+};
+use appendfs::fs::namespace::ROOT;
+use appendfs::fs::store::fake::FakeStore;
+use appendfs::fs::store::Store;
+use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::oss::ObjectMeta;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+const RO: OpenMode = OpenMode {
+    read: true,
+    write: false,
+};
+
+fn core(store: Arc<dyn Store>, prefix: &str, dir: &std::path::Path) -> Arc<Core> {
+    Core::new(
+        store,
+        FsConfig {
+            prefix: prefix.to_string(),
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            metadata_ttl: Duration::from_millis(100),
+            cache_size: 8 << 20,
+            max_dirty: 1 << 20,
+            read_only: false,
+            stream: StreamConfig {
+                chunk_size: 1 << 20,
+                flush_interval: Duration::from_millis(10),
+                create: CreateOptions::default(),
+                give_up_after: Duration::from_secs(5),
+            },
+            rescue_dir: dir.join("rescue"),
+        },
+    )
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Finding 3: an Appendable object replaced and regrown past its old length between two HEADs
+/// is caught by the CRC of the new bytes: the old handle gets ESTALE, the name a new inode.
+#[test]
+fn a_replaced_object_that_grew_past_the_old_length_is_noticed() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("r.log", b"aaaa\n");
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let a = c.lookup(ROOT, "r.log").await.unwrap();
+        let fh = c.open(a.ino, RO).await.unwrap();
+        assert_eq!(c.read(fh, 0, 4096).await.unwrap().as_ref(), b"aaaa\n");
+        store.foreign_replace("r.log", b"bbbbbbbbbbbbbbbbbbbb\n");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // The HEAD shows growth only: the same object as far as it can tell.
+        assert_eq!(c.getattr(a.ino).await.unwrap().size, 21);
+        // `tail -f` reads from where it was: the new bytes do not extend the old ones.
+        let err = c.read(fh, 5, 4096).await.unwrap_err();
+        assert_eq!(err.errno(), libc::ESTALE, "{err}");
+        let again = c.lookup(ROOT, "r.log").await.unwrap();
+        assert_ne!(again.ino, a.ino);
+        let fh2 = c.open(again.ino, RO).await.unwrap();
+        assert_eq!(
+            c.read(fh2, 0, 4096).await.unwrap().as_ref(),
+            b"bbbbbbbbbbbbbbbbbbbb\n"
+        );
+    });
+}
+
+/// Growth that does extend the old bytes is the same object: same inode, only new bytes.
+#[test]
+fn an_object_that_grew_is_the_same_object() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("g.log", b"one\n");
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let a = c.lookup(ROOT, "g.log").await.unwrap();
+        let fh = c.open(a.ino, RO).await.unwrap();
+        assert_eq!(c.read(fh, 0, 4096).await.unwrap().as_ref(), b"one\n");
+        for line in ["two\n", "three\n"] {
+            store.foreign_append("g.log", line.as_bytes());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let size = c.getattr(a.ino).await.unwrap().size;
+            let got = c.read(fh, size - line.len() as u64, 4096).await.unwrap();
+            assert_eq!(got.as_ref(), line.as_bytes());
+        }
+        assert_eq!(c.lookup(ROOT, "g.log").await.unwrap().ino, a.ino);
+    });
+}
+
+/// A store that overstates every object's size on HEAD and in listings, as a broken gateway
+/// might; GETs are honest.
+struct Overstating(FakeStore);
+
+#[async_trait]
+impl Store for Overstating {
+    async fn head(&self, key: &str) -> Result<ObjectMeta, ClientError> {
+        let mut m = self.0.head(key).await?;
+        m.size += 3 << 20;
+        m.next_append_position = m.next_append_position.map(|p| p + (3 << 20));
+        m.crc64 = None;
+        Ok(m)
+    }
+    async fn get_range(&self, key: &str, a: u64, b: u64) -> Result<RangeData, ClientError> {
+        self.0.get_range(key, a, b).await
+    }
+    async fn append(
+        &self,
+        key: &str,
+        p: u64,
+        d: Bytes,
+        o: &CreateOptions,
+    ) -> Result<AppendOutcome, ClientError> {
+        self.0.append(key, p, d, o).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        d: Bytes,
+        o: &CreateOptions,
+    ) -> Result<WriteOutcome, ClientError> {
+        self.0.put(key, d, o).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), ClientError> {
+        self.0.delete(key).await
+    }
+    async fn copy(&self, s: &str, d: &str) -> Result<WriteOutcome, ClientError> {
+        self.0.copy(s, d).await
+    }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+        max: u32,
+    ) -> Result<ListPage, ClientError> {
+        let mut page = self.0.list_page(prefix, delimiter, token, max).await?;
+        // Entries from somewhere else, and one cut inside a multi-byte character.
+        page.contents.push(ListEntry {
+            key: "elsewhere/x.log".into(),
+            last_modified: chrono::Utc::now(),
+            etag: "\"E\"".into(),
+            object_type: appendfs::oss::ObjectType::Appendable,
+            size: 1,
+            storage_class: "Standard".into(),
+        });
+        page.common_prefixes.push("lo/".into());
+        page.common_prefixes.push("logé/".into());
+        Ok(page)
+    }
+}
+
+/// Finding 1 in the small: a size that HEAD overstates is never padded with zeros: the read
+/// fails (EIO) rather than guess.
+#[test]
+fn an_overstated_size_is_an_error_not_zeros() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("logs/s.log", b"9 bytes\n\n");
+        let c = core(Arc::new(Overstating(store)), "logs", dir.path());
+        let a = c.lookup(ROOT, "s.log").await.unwrap();
+        assert!(a.size > 9);
+        let fh = c.open(a.ino, RO).await.unwrap();
+        match c.read(fh, 0, 1 << 20).await {
+            Ok(data) => {
+                assert!(!data.iter().any(|&b| b == 0), "zeros served");
+                assert_eq!(data.as_ref(), b"9 bytes\n\n");
+            }
+            Err(e) => assert_eq!(e.errno(), libc::EIO, "{e}"),
+        }
+        let past = c.read(fh, 1 << 20, 1 << 20).await;
+        assert!(
+            past.as_ref().map_or(true, |d| d.is_empty()),
+            "bytes past the object's end: {past:?}"
+        );
+    });
+}
+
+/// Finding 5: listing entries outside the directory (or cut inside a character) are skipped
+/// with a warning; nothing panics.
+#[test]
+fn listing_entries_from_elsewhere_are_skipped() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("logs/a.log", b"a\n");
+        let c = core(Arc::new(Overstating(store)), "logs", dir.path());
+        let fh = c.opendir(ROOT).unwrap();
+        let entries = c.readdir(fh, 0).await.unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, [".", "..", "a.log"]);
+    });
+}
+
+/// A raw HTTP server on loopback that answers every request with `head` and then `body`
+/// written forever (or once), to test the client's bounds.
+fn lying_server(head: &'static str, chunk: &'static [u8], endless: bool) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(head.as_bytes());
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let framed =
+                        [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+                    if conn.write_all(&framed).is_err() || !endless {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        break;
+                    }
+                }
+                let _ = conn.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn client(endpoint: &str) -> Client {
+    let mut cfg = ClientConfig::new(endpoint, "bkt").unwrap();
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.retry = appendfs::client::RetryPolicy::none();
+    Client::with_credentials(cfg, Credentials::new("AK", "SK")).unwrap()
+}
+
+/// Finding 6: a server that ignores `Range` and sends an endless 200: the read takes its range
+/// and drops the rest.
+#[test]
+fn an_endless_body_to_a_ranged_read_is_cut_at_the_range() {
+    rt().block_on(async {
+        let ep = lying_server(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &[b'x'; 65536],
+            true,
+        );
+        let c = client(&ep);
+        let got = tokio::time::timeout(Duration::from_secs(10), c.get_range("k", 10, 109))
+            .await
+            .expect("the read must stop at its range")
+            .expect("bytes");
+        assert_eq!(got.data.len(), 100);
+        assert!(got.data.iter().all(|&b| b == b'x'));
+    });
+}
+
+/// A 206 that carries more than its Content-Range announced is an error, not more data.
+#[test]
+fn a_partial_answer_longer_than_announced_is_an_error() {
+    rt().block_on(async {
+        let ep = lying_server(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-99/1000\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &[b'y'; 4096],
+            true,
+        );
+        let c = client(&ep);
+        let r = tokio::time::timeout(Duration::from_secs(10), c.get_range("k", 0, 99))
+            .await
+            .expect("the read must stop");
+        let e = r.expect_err("more bytes than announced");
+        assert!(
+            matches!(e, ClientError::InvalidResponse { .. }),
+            "an answer that does not match its Content-Range is invalid: {e}"
+        );
+    });
+}
