@@ -289,3 +289,114 @@ fn a_partial_answer_longer_than_announced_is_an_error() {
         );
     });
 }
+
+// -------------------------------------------------------------------------------------------
+// Reads against a model of the object's history
+
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum ReadOp {
+    /// Another host appends this many bytes.
+    Append(usize),
+    /// Another host deletes the object and creates it anew with this many bytes.
+    Replace(usize),
+    /// Another host truncates it to 0 (copytruncate) and appends this many bytes.
+    Truncate(usize),
+    /// This mount reads `len` bytes at `offset` (a fraction of the size it believes).
+    Read { at: u8, len: usize },
+    /// Time passes (past the metadata TTL, or not).
+    Sleep(u64),
+}
+
+fn read_op() -> impl Strategy<Value = ReadOp> {
+    prop_oneof![
+        4 => (1usize..3000).prop_map(ReadOp::Append),
+        1 => (0usize..5000).prop_map(ReadOp::Replace),
+        1 => (0usize..3000).prop_map(ReadOp::Truncate),
+        6 => (any::<u8>(), 1usize..200_000).prop_map(|(at, len)| ReadOp::Read { at, len }),
+        2 => prop_oneof![Just(0u64), Just(30), Just(120)].prop_map(ReadOp::Sleep),
+    ]
+}
+
+/// Bytes that are never zero and differ per incarnation and position.
+fn bytes_for(incarnation: usize, from: usize, n: usize) -> Vec<u8> {
+    (from..from + n)
+        .map(|i| 1 + ((i * 31 + incarnation * 97) % 250) as u8)
+        .collect()
+}
+
+async fn run_reads(ops: Vec<ReadOp>) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FakeStore::new();
+    // Every incarnation's bytes so far; a read must be a slice of one of them.
+    let mut incarnations: Vec<Vec<u8>> = vec![bytes_for(0, 0, 1000)];
+    store.foreign_append("h.log", &incarnations[0]);
+    let c = core(Arc::new(store.clone()), "", dir.path());
+    let mut fh = c
+        .open(c.lookup(ROOT, "h.log").await.expect("lookup").ino, RO)
+        .await
+        .expect("open");
+    let mut believed = 1000u64;
+    for op in ops {
+        match op {
+            ReadOp::Append(n) => {
+                let cur = incarnations.len() - 1;
+                let from = incarnations[cur].len();
+                let data = bytes_for(cur, from, n);
+                store.foreign_append("h.log", &data);
+                incarnations[cur].extend_from_slice(&data);
+            }
+            ReadOp::Replace(n) | ReadOp::Truncate(n) => {
+                let inc = incarnations.len();
+                let data = bytes_for(inc, 0, n);
+                store.foreign_replace("h.log", &data);
+                incarnations.push(data);
+            }
+            ReadOp::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            ReadOp::Read { at, len } => {
+                let offset = believed * u64::from(at) / 255;
+                match c.read(fh, offset, len as u32).await {
+                    Ok(data) => {
+                        let ok = data.is_empty()
+                            || incarnations.iter().any(|inc| {
+                                let o = offset as usize;
+                                o + data.len() <= inc.len() && inc[o..o + data.len()] == data[..]
+                            });
+                        prop_assert!(
+                            ok,
+                            "read of {} bytes at {} matches no version of the object",
+                            data.len(),
+                            offset
+                        );
+                    }
+                    Err(e) if e.errno() == libc::ESTALE => {
+                        // The object was replaced: open the name again, as `tail -F` does.
+                        let a = c.lookup(ROOT, "h.log").await.expect("lookup after ESTALE");
+                        c.release(fh).await.ok();
+                        fh = c.open(a.ino, RO).await.expect("reopen");
+                    }
+                    Err(e) => prop_assert!(false, "read failed: {e}"),
+                }
+                if let Ok(a) = c.lookup(ROOT, "h.log").await {
+                    believed = a.size.max(1);
+                    c.forget(a.ino, 1);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn every_read_is_a_slice_of_some_version(ops in prop::collection::vec(read_op(), 1..40)) {
+        rt().block_on(run_reads(ops))?;
+    }
+}
