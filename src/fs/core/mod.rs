@@ -88,6 +88,12 @@ enum HandleKind {
     },
 }
 
+/// The caller that fetches a node's value for everyone ([`Core::cached_or_lead`]).
+struct Lead {
+    path: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
 /// Called with an inode whose size the kernel must learn afresh (its cached pages dropped).
 /// Runs outside any request handler (see design notes on `inval_*`).
 pub type Invalidator = Box<dyn Fn(u64) + Send + Sync>;
@@ -172,6 +178,35 @@ impl Core {
     fn fresh<T>(&self, c: &Option<Cached<T>>) -> bool {
         c.as_ref()
             .is_some_and(|c| c.at.elapsed() < self.cfg.metadata_ttl)
+    }
+
+    /// The cache-then-fetch shared by HEADs and listings: `cached` answers from the node when
+    /// its value is fresh enough. Otherwise one caller per node at a time goes on to fetch: it
+    /// gets the node's path and the node's refresh lock, held until it has stored what it
+    /// fetched; callers that waited for the lock then find that result with `cached`.
+    async fn cached_or_lead<T>(
+        &self,
+        ino: u64,
+        cached: impl Fn(&super::namespace::Node) -> FsResult<Option<T>>,
+    ) -> FsResult<Result<T, Lead>> {
+        let refresh = {
+            let nodes = lock(&self.nodes);
+            let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
+            if let Some(v) = cached(n)? {
+                return Ok(Ok(v));
+            }
+            n.refresh.clone()
+        };
+        let guard = refresh.lock_owned().await;
+        let nodes = lock(&self.nodes);
+        let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
+        if let Some(v) = cached(n)? {
+            return Ok(Ok(v));
+        }
+        Ok(Err(Lead {
+            path: n.path.clone(),
+            _guard: guard,
+        }))
     }
 
     fn node_info(&self, ino: u64) -> FsResult<(String, Kind)> {
@@ -319,40 +354,26 @@ impl Core {
     /// when `want_head`), else from one HEAD shared by every concurrent caller. Returns the
     /// inode it now belongs to (another one when the object was found replaced).
     async fn file_meta(&self, ino: u64, want_head: bool) -> FsResult<(u64, FileMeta)> {
-        let usable = |n: &super::namespace::Node| {
-            n.replaced
-                || (self.fresh(&n.meta)
-                    && (!want_head || n.meta.as_ref().is_some_and(|m| m.value.from_head)))
-        };
-        let (path, refresh) = {
-            let nodes = lock(&self.nodes);
-            let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
+        let cached = |n: &super::namespace::Node| -> FsResult<Option<(u64, FileMeta)>> {
             if n.kind != Kind::File {
                 return Err(FsError::IsDir);
             }
-            // A replaced node's key belongs to another inode now: never ask OSS for it.
-            if n.replaced && n.meta.is_none() {
-                return Err(FsError::Stale);
-            }
-            if usable(n) {
-                if let Some(m) = &n.meta {
-                    return Ok((ino, m.value.clone()));
-                }
-            }
-            (n.path.clone(), n.refresh.clone())
+            let m = match &n.meta {
+                Some(m) => m,
+                // A replaced node's key belongs to another inode now: never ask OSS for it.
+                None if n.replaced => return Err(FsError::Stale),
+                None => return Ok(None),
+            };
+            let usable = n.replaced
+                || (m.at.elapsed() < self.cfg.metadata_ttl && (!want_head || m.value.from_head));
+            Ok(usable.then(|| (ino, m.value.clone())))
         };
-        let _one = refresh.lock().await;
-        {
-            let nodes = lock(&self.nodes);
-            if let Some(n) = nodes.by_ino.get(&ino) {
-                if usable(n) {
-                    if let Some(m) = &n.meta {
-                        return Ok((ino, m.value.clone()));
-                    }
-                }
-            }
-        }
-        match self.store.head(&path).await {
+        let lead = match self.cached_or_lead(ino, cached).await? {
+            Ok(hit) => return Ok(hit),
+            Err(lead) => lead,
+        };
+        let path = &lead.path;
+        match self.store.head(path).await {
             Ok(m) => {
                 let meta = FileMeta::from_head(&m);
                 if let Some(s) = lock(&self.streams).get(&ino) {

@@ -60,30 +60,20 @@ impl Core {
     /// from one listing shared by concurrent callers. Entries whose key is not under the
     /// directory (a broken server or gateway) are skipped with a warning.
     async fn listing(&self, dir_ino: u64) -> FsResult<Arc<Listing>> {
-        let (path, refresh) = {
-            let nodes = lock(&self.nodes);
-            let n = nodes.by_ino.get(&dir_ino).ok_or(FsError::Stale)?;
+        let cached = |n: &crate::fs::namespace::Node| -> FsResult<Option<Arc<Listing>>> {
             if n.kind != Kind::Dir {
                 return Err(FsError::NotDir);
             }
-            if self.fresh(&n.listing) {
-                return n
-                    .listing
-                    .as_ref()
-                    .map(|l| l.value.clone())
-                    .ok_or(FsError::Stale);
-            }
-            (n.path.clone(), n.refresh.clone())
+            Ok(n.listing
+                .as_ref()
+                .filter(|l| l.at.elapsed() < self.cfg.metadata_ttl)
+                .map(|l| l.value.clone()))
         };
-        let _one = refresh.lock().await;
-        {
-            let nodes = lock(&self.nodes);
-            if let Some(l) = nodes.by_ino.get(&dir_ino).and_then(|n| n.listing.clone()) {
-                if l.at.elapsed() < self.cfg.metadata_ttl {
-                    return Ok(l.value);
-                }
-            }
-        }
+        let lead = match self.cached_or_lead(dir_ino, cached).await? {
+            Ok(hit) => return Ok(hit),
+            Err(lead) => lead,
+        };
+        let path = lead.path.clone();
         let (entries, prefixes) = list_all(self.store.as_ref(), &path, Some("/"))
             .await
             .inspect_err(|e| {
