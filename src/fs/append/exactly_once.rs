@@ -215,12 +215,22 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
         }
         last_error = Some(cause);
         // Learn the object's state; HEAD is idempotent, so this waits out an outage.
+        let mut absent = 0u32;
         let meta = loop {
             let Some(r) = or_cancel(cancel, job.store.head(key)).await else {
                 return Err(fail(FsError::ShuttingDown, &ambiguous, position));
             };
             match r {
                 Ok(m) => break Some(m),
+                // A truncate elsewhere is a delete and a create: give the create a moment
+                // before taking the object for deleted.
+                Err(e) if e.is_no_such_key() && job.follow_end && position > 0 && absent < 3 => {
+                    absent += 1;
+                    let pause = Duration::from_millis(100 * u64::from(absent));
+                    if or_cancel(cancel, tokio::time::sleep(pause)).await.is_none() {
+                        return Err(fail(FsError::ShuttingDown, &ambiguous, position));
+                    }
+                }
                 Err(e) if e.is_no_such_key() => break None,
                 Err(e) if Instant::now() > job.deadline => {
                     return Err(fail(FsError::from(e), &ambiguous, position))

@@ -417,12 +417,14 @@ impl AppendStream {
         self.wake.notify_one();
     }
 
-    /// Truncate-to-zero: drops buffered bytes (the truncate discards them), then deletes the
-    /// object and recreates it empty as Appendable (exactly once), with no chunk in flight
-    /// meanwhile.
+    /// Truncate-to-zero: deletes the object, drops buffered bytes (the truncate discards
+    /// them) and recreates it empty as Appendable (exactly once), with no chunk in flight
+    /// meanwhile. A failed delete leaves everything as it was.
     pub async fn replace_with_empty(&self) -> FsResult<()> {
         let key = self.key();
         let _sending = self.send_lock.lock().await;
+        // Delete first: if that fails, nothing was truncated and the buffered bytes stay.
+        self.shared.store.delete(&key).await?;
         let dropped = {
             let mut st = self.lock();
             let d = st.pending_len;
@@ -434,10 +436,11 @@ impl AppendStream {
         };
         self.shared.budget.release(dropped);
         self.progress.send_modify(|v| *v += 1);
-        self.shared.store.delete(&key).await?;
         let empty = Bytes::new();
         let mut cancel = self.shared.cancel.clone();
-        exactly_once::append(
+        // Another host may have created it again meanwhile (appending to it): that object is
+        // the truncated file's successor, so join its end.
+        let landed = exactly_once::append(
             exactly_once::Job {
                 store: self.shared.store.as_ref(),
                 key: &key,
@@ -445,7 +448,7 @@ impl AppendStream {
                 position: 0,
                 crc: 0,
                 data: &empty,
-                follow_end: false,
+                follow_end: true,
                 deadline: Instant::now() + self.shared.config.give_up_after,
             },
             &mut cancel,
@@ -453,8 +456,8 @@ impl AppendStream {
         .await
         .map_err(|f| f.error)?;
         let mut st = self.lock();
-        st.position = 0;
-        st.crc = 0;
+        st.position = landed.position;
+        st.crc = landed.crc;
         st.gone = false;
         st.hole = false;
         Ok(())

@@ -462,12 +462,14 @@ impl Core {
                 }
                 let stream = self.stream_for(ino).await?;
                 stream.replace_with_empty().await?;
+                // Empty, unless another host appended to the new object already.
+                let (len, crc) = stream.remote();
                 let meta = FileMeta {
-                    size: 0,
+                    size: len,
                     mtime: SystemTime::now(),
                     object_type: ObjectType::Appendable,
                     etag: String::new(),
-                    crc64: Some(0),
+                    crc64: Some(crc),
                     storage_class: None,
                     user_meta: BTreeMap::new(),
                     from_head: false,
@@ -475,7 +477,7 @@ impl Core {
                 let mut nodes = lock(&self.nodes);
                 if let Some(n) = nodes.by_ino.get_mut(&ino) {
                     n.generation += 1;
-                    n.verified = Some((0, 0));
+                    n.verified = Some((len, crc));
                     n.meta = Some(Cached {
                         value: meta,
                         at: Instant::now(),
