@@ -413,3 +413,59 @@ async fn ls_l_costs_listings_not_a_head_per_file() {
     }
     srv.shutdown().await;
 }
+
+/// `tail -f` of a log growing 4 KiB at a time fetches the new bytes only, not the whole
+/// partial last block each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_growing_file_fetches_only_new_bytes() {
+    let (srv, client, core) = setup(64 * MIB).await;
+    let opts = CreateOptions::default();
+    let first = pattern(300 * 1024);
+    client
+        .append_object("t.log", 0, Bytes::from(first.clone()), &opts)
+        .await
+        .unwrap();
+    let attr = core.lookup(ROOT, "t.log").await.unwrap();
+    let fh = core
+        .open(
+            attr.ino,
+            OpenMode {
+                read: true,
+                write: false,
+            },
+        )
+        .await
+        .unwrap();
+    let got = core.read(fh, 0, MIB as u32).await.unwrap();
+    assert_eq!(got.as_ref(), first.as_slice());
+    let sent = |srv: &RunningServer| {
+        srv.traffic()
+            .operations
+            .get("GetObject")
+            .map_or(0, |t| t.bytes_sent)
+    };
+    let before = sent(&srv);
+    let mut end = first.len() as u64;
+    let mut appended = 0u64;
+    for i in 0..5u8 {
+        let chunk = vec![b'a' + i; 4096];
+        client
+            .append_object("t.log", end, Bytes::from(chunk.clone()), &opts)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1050)).await; // past the metadata TTL
+        let size = core.getattr(attr.ino).await.unwrap().size;
+        assert_eq!(size, end + 4096);
+        let got = core.read(fh, end, MIB as u32).await.unwrap();
+        assert_eq!(got.as_ref(), chunk.as_slice());
+        end += 4096;
+        appended += 4096;
+    }
+    let fetched = sent(&srv) - before;
+    eprintln!("{appended} bytes appended, {fetched} bytes fetched to follow them");
+    assert!(
+        fetched * 10 <= appended * 11,
+        "following fetched {fetched} bytes for {appended} appended"
+    );
+    srv.shutdown().await;
+}

@@ -12,7 +12,7 @@ use super::{lock, Attr, Core, HandleKind, OpenMode, ReadState};
 use crate::fs::append::{exactly_once, AppendStream, WriteMark};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::namespace::{Cached, FileMeta, Kind};
-use crate::fs::reader::{BLOCK, MAX_WINDOW};
+use crate::fs::reader::BLOCK;
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
 
@@ -193,7 +193,7 @@ impl Core {
             HandleKind::File { ino, read, .. } => {
                 let sequential = offset == read.last_end && offset > 0;
                 read.window = if sequential {
-                    (read.window * 2).clamp(2, MAX_WINDOW)
+                    (read.window * 2).clamp(2, self.cache.max_window())
                 } else {
                     1
                 };
