@@ -381,10 +381,43 @@ impl Client {
         data: Bytes,
         opts: &CreateOptions,
     ) -> Result<AppendOutcome, ClientError> {
+        self.append_inner(key, position, data, opts, false).await
+    }
+
+    /// [`Client::append_object`] with `Content-MD5`: OSS refuses (400 InvalidDigest) a body
+    /// that did not arrive as sent. For appends whose answer cannot be checked against a known
+    /// CRC-64 (the object's CRC at `position` is unknown).
+    pub async fn append_object_md5(
+        &self,
+        key: &str,
+        position: u64,
+        data: Bytes,
+        opts: &CreateOptions,
+    ) -> Result<AppendOutcome, ClientError> {
+        self.append_inner(key, position, data, opts, true).await
+    }
+
+    async fn append_inner(
+        &self,
+        key: &str,
+        position: u64,
+        data: Bytes,
+        opts: &CreateOptions,
+        md5: bool,
+    ) -> Result<AppendOutcome, ClientError> {
         check_key(key)?;
         let mut call = Call::new(Op::AppendObject, Method::POST, Some(key))
             .query("append", "")
             .query("position", position.to_string());
+        if md5 {
+            use base64::Engine;
+            use md5::Digest;
+            let digest = md5::Md5::digest(&data);
+            call = call.header(
+                "content-md5",
+                &base64::engine::general_purpose::STANDARD.encode(digest),
+            )?;
+        }
         call.idempotency = Idempotency::NotIdempotent;
         if position == 0 {
             call = opts.apply(call, key)?;

@@ -107,14 +107,17 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
     let key = job.key;
     let n = job.data.len() as u64;
     let chunk_crc = crc64::checksum(job.data);
-    let (mut position, mut crc) = (job.position, job.crc);
+    // The object's CRC-64 at `position`, unless a 409 moved us to an end whose CRC we do not
+    // know: then the body's integrity is checked by OSS (Content-MD5) instead, and the
+    // answer's CRC is adopted.
+    let (mut position, mut crc) = (job.position, Some(job.crc));
     // Position (and CRC before it) of attempts whose outcome is unknown.
-    let mut ambiguous: Vec<(u64, u64)> = Vec::new();
+    let mut ambiguous: Vec<(u64, Option<u64>)> = Vec::new();
     // Another writer is known to append to this object.
     let mut foreign = false;
     let mut attempt = 0u32;
     let mut last_error: Option<ClientError> = None;
-    let fail = |error: FsError, ambiguous: &[(u64, u64)], position| Failed {
+    let fail = |error: FsError, ambiguous: &[(u64, Option<u64>)], position| Failed {
         error,
         outcome: if ambiguous.is_empty() {
             Outcome::NotAppended
@@ -142,18 +145,27 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
         if *cancel.borrow() {
             return Err(fail(FsError::ShuttingDown, &ambiguous, position));
         }
-        let expected_crc = crc64::combine(crc, chunk_crc, n);
+        let expected_crc = crc.map(|c| crc64::combine(c, chunk_crc, n));
         let opts = if position == 0 {
             job.create.clone()
         } else {
             CreateOptions::default()
         };
-        let Some(outcome) = or_cancel(
-            cancel,
-            job.store.append(key, position, job.data.clone(), &opts),
-        )
-        .await
-        else {
+        let send = async {
+            match crc {
+                Some(_) => {
+                    job.store
+                        .append(key, position, job.data.clone(), &opts)
+                        .await
+                }
+                None => {
+                    job.store
+                        .append_verified(key, position, job.data.clone(), &opts)
+                        .await
+                }
+            }
+        };
+        let Some(outcome) = or_cancel(cancel, send).await else {
             // Cut off mid-request: it may still apply.
             ambiguous.push((position, crc));
             return Err(fail(FsError::ShuttingDown, &ambiguous, position));
@@ -170,18 +182,24 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                         position,
                     });
                 }
-                return match out.crc64 {
-                    Some(c) if c != expected_crc => Err(Failed {
+                return match (expected_crc, out.crc64) {
+                    (Some(e), Some(c)) if c != e => Err(Failed {
                         error: FsError::Io(format!(
-                            "AppendObject {key:?} at {position}: OSS has CRC-64 {c}, {expected_crc} expected: the object does not hold what was sent [request id {}]",
+                            "AppendObject {key:?} at {position}: OSS has CRC-64 {c}, {e} expected: the object does not hold what was sent [request id {}]",
                             out.request_id
                         )),
                         outcome: Outcome::Unknown,
                         position,
                     }),
-                    _ => Ok(Landed {
+                    (Some(e), _) => Ok(Landed {
                         position: position + n,
-                        crc: expected_crc,
+                        crc: e,
+                        at: position,
+                    }),
+                    // The body was checked by Content-MD5; the object's CRC is OSS's word.
+                    (None, c) => Ok(Landed {
+                        position: position + n,
+                        crc: c.unwrap_or(0),
                         at: position,
                     }),
                 };
@@ -195,6 +213,19 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
         let conflict = cause.code() == Some("PositionNotEqualToLength");
         if conflict {
             foreign = true;
+            // Another writer moved the end and no attempt of ours can have landed: the 409
+            // says where the end is, so go there without asking HEAD (the CRC there is
+            // unknown; the next attempt carries Content-MD5 instead).
+            if let (true, true, Some(len)) = (
+                ambiguous.is_empty(),
+                job.follow_end,
+                cause.next_append_position(),
+            ) {
+                position = len;
+                crc = None;
+                last_error = Some(cause);
+                continue;
+            }
         } else if cause.is_ambiguous() {
             ambiguous.push((position, crc));
         } else {
@@ -247,7 +278,7 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
             }
         };
         let Some(meta) = meta else {
-            if position == 0 && crc == 0 {
+            if position == 0 {
                 // Not created yet (or deleted before anything of ours): create it.
                 continue;
             }
@@ -282,10 +313,9 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                             "the unclear append had landed"
                         );
                     }
-                    let end_crc = if len == at + n {
-                        crc64::combine(crc_before, chunk_crc, n)
-                    } else {
-                        meta.crc64.unwrap_or(0)
+                    let end_crc = match crc_before {
+                        Some(c) if len == at + n => crc64::combine(c, chunk_crc, n),
+                        _ => meta.crc64.unwrap_or(0),
                     };
                     return Ok(Landed {
                         position: len,
@@ -300,8 +330,8 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                 }
             }
         }
-        let head_crc = meta.crc64.unwrap_or(crc);
-        let unchanged = len == position && head_crc == crc;
+        let unchanged =
+            len == position && (crc.is_none() || meta.crc64.is_none_or(|c| Some(c) == crc));
         if !unchanged {
             if !job.follow_end {
                 return Err(fail(
@@ -314,7 +344,10 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
             }
             foreign = true;
             position = len;
-            crc = head_crc;
+            crc = meta.crc64;
+        } else if crc.is_none() && meta.crc64.is_some() {
+            // Nothing moved, and HEAD tells the CRC we lacked: retry with it, at once.
+            crc = meta.crc64;
         } else if or_cancel(cancel, tokio::time::sleep(backoff(attempt)))
             .await
             .is_none()
@@ -333,7 +366,7 @@ async fn landed_at(
     store: &dyn Store,
     key: &str,
     at: u64,
-    crc_before: u64,
+    crc_before: Option<u64>,
     chunk_crc: u64,
     n: u64,
     len: u64,
@@ -342,12 +375,13 @@ async fn landed_at(
     if len < at + n {
         return Ok(false);
     }
-    if len == at + n {
-        return Ok(head_crc.is_none_or(|c| c == crc64::combine(crc_before, chunk_crc, n)));
+    if let (true, Some(before)) = (len == at + n, crc_before) {
+        return Ok(head_crc.is_none_or(|c| c == crc64::combine(before, chunk_crc, n)));
     }
     if n == 0 {
         return Ok(true);
     }
+    // Elsewhere in the object, or at its end with the CRC before it unknown: read it back.
     let data = store.get_range(key, at, at + n - 1).await?.data;
     Ok(data.len() as u64 == n && crc64::checksum(&data) == chunk_crc)
 }

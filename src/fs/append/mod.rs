@@ -103,6 +103,8 @@ struct State {
     gone: bool,
     /// The uploader ends once nothing is pending.
     stopping: bool,
+    /// Whether the uploader task is alive (a write after it ended starts it again).
+    running: bool,
 }
 
 impl State {
@@ -130,6 +132,8 @@ pub struct AppendStream {
     progress: watch::Sender<u64>,
     /// Held while a chunk is being sent or the object is being renamed, replaced or deleted.
     send_lock: tokio::sync::Mutex<()>,
+    /// This stream, to start its uploader again.
+    this: std::sync::Weak<AppendStream>,
 }
 
 impl std::fmt::Debug for AppendStream {
@@ -145,7 +149,8 @@ impl AppendStream {
     /// Spawns its uploader on the current runtime.
     pub fn start(key: String, position: u64, crc: u64, shared: Arc<Shared>) -> Arc<Self> {
         let (progress, _) = watch::channel(0);
-        let stream = Arc::new(AppendStream {
+        let stream = Arc::new_cyclic(|this| AppendStream {
+            this: this.clone(),
             key: Mutex::new(key),
             shared,
             state: Mutex::new(State {
@@ -163,16 +168,21 @@ impl AppendStream {
                 closed: false,
                 gone: false,
                 stopping: false,
+                running: true,
             }),
             wake: Notify::new(),
             progress,
             send_lock: tokio::sync::Mutex::new(()),
         });
+        stream.spawn_uploader();
+        stream
+    }
+
+    fn spawn_uploader(self: &Arc<Self>) {
         // Subscribed here, not in the task: a writer may wait for room before the task first
         // runs, and that pressure must not count as already seen.
-        let pressure = stream.shared.budget.pressure();
-        tokio::spawn(stream.clone().run(pressure));
-        stream
+        let pressure = self.shared.budget.pressure();
+        tokio::spawn(self.clone().run(pressure));
     }
 
     pub fn key(&self) -> String {
@@ -293,6 +303,15 @@ impl AppendStream {
             append_mode,
             writer,
         });
+        // A handle still writes after the stream was let go (its inode forgotten or its
+        // object replaced elsewhere): keep sending.
+        st.stopping = false;
+        if !st.running {
+            st.running = true;
+            if let Some(this) = self.this.upgrade() {
+                this.spawn_uploader();
+            }
+        }
         st.pending_len += n;
         st.accepted += n;
         // The first byte of a new batch starts the flush-interval clock; the uploader sleeps
@@ -505,9 +524,10 @@ impl AppendStream {
         let mut cancel = self.shared.cancel.clone();
         loop {
             let sleep_for = {
-                let st = self.lock();
+                let mut st = self.lock();
                 if st.pending.is_empty() {
                     if st.stopping {
+                        st.running = false;
                         return;
                     }
                     None

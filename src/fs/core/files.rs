@@ -356,8 +356,8 @@ impl Core {
         let new = nodes.replace(ino);
         drop(nodes);
         tracing::info!(key = %path, old_ino = ino, new_ino = ?new, verified = vlen, size = end, "object replaced behind the mount (its new bytes do not extend the old ones): the name gets a new inode");
-        if let Some(s) = lock(&self.streams).remove(&ino) {
-            s.stop_when_idle();
+        if let Some(new) = new {
+            self.move_stream(ino, new);
         }
         self.invalidate(ino);
         Err(FsError::Stale)

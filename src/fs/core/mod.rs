@@ -322,9 +322,7 @@ impl Core {
             match nodes.replace(ino) {
                 Some(new) => {
                     tracing::info!(key = %path, old_ino = ino, new_ino = new, "object replaced behind the mount: the name gets a new inode");
-                    lock(&self.streams)
-                        .remove(&ino)
-                        .inspect(|s| s.stop_when_idle());
+                    self.move_stream(ino, new);
                     new
                 }
                 None => ino,
@@ -348,6 +346,16 @@ impl Core {
             self.invalidate(ino);
         }
         target
+    }
+
+    /// The object at `old`'s key was replaced: its stream (kept by writers still holding
+    /// handles of the old inode) now belongs to the name's new inode, so appends through old
+    /// and new handles keep going to the key's end through one stream.
+    fn move_stream(&self, old: u64, new: u64) {
+        let mut streams = lock(&self.streams);
+        if let Some(s) = streams.remove(&old) {
+            streams.entry(new).or_insert(s);
+        }
     }
 
     /// A file's metadata, from the cache when younger than the metadata TTL (and from a HEAD

@@ -29,6 +29,18 @@ pub trait Store: Send + Sync + 'static {
         data: Bytes,
         opts: &CreateOptions,
     ) -> Result<AppendOutcome, ClientError>;
+    /// As [`Store::append`], with the body's integrity checked by OSS (`Content-MD5`): for an
+    /// append whose answer's CRC-64 cannot be checked because the object's CRC at `position`
+    /// is not known.
+    async fn append_verified(
+        &self,
+        key: &str,
+        position: u64,
+        data: Bytes,
+        opts: &CreateOptions,
+    ) -> Result<AppendOutcome, ClientError> {
+        self.append(key, position, data, opts).await
+    }
     async fn put(
         &self,
         key: &str,
@@ -67,6 +79,16 @@ impl Store for Client {
         opts: &CreateOptions,
     ) -> Result<AppendOutcome, ClientError> {
         self.append_object(key, position, data, opts).await
+    }
+
+    async fn append_verified(
+        &self,
+        key: &str,
+        position: u64,
+        data: Bytes,
+        opts: &CreateOptions,
+    ) -> Result<AppendOutcome, ClientError> {
+        self.append_object_md5(key, position, data, opts).await
     }
 
     async fn put(
