@@ -194,9 +194,9 @@ pub struct Node {
     /// Changes to a non-empty Appendable object that OSS cannot store in place: shown by
     /// stat and written when a rename copies the object. Kept in memory only.
     pub pending: PosixMeta,
-    /// This mount created the object (its writer's own new file, e.g. rsync's temp file):
-    /// only such files take pending changes.
-    pub created_here: bool,
+    /// This mount created the object with `O_EXCL`, as temp files are made (`mkstemp`,
+    /// rsync): only such files, meant to be renamed into place, take pending changes.
+    pub created_exclusive: bool,
 }
 
 #[derive(Debug)]
@@ -342,7 +342,7 @@ impl Node {
             verified: None,
             seen: None,
             pending: PosixMeta::default(),
-            created_here: false,
+            created_exclusive: false,
         }
     }
 }

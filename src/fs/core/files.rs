@@ -174,8 +174,10 @@ impl Core {
                 from_head: false,
             };
             let attr = self.take_ref(&path, Kind::File, Some(meta));
-            if let Some(n) = lock(&self.nodes).by_ino.get_mut(&attr.ino) {
-                n.created_here = true;
+            if exclusive {
+                if let Some(n) = lock(&self.nodes).by_ino.get_mut(&attr.ino) {
+                    n.created_exclusive = true;
+                }
             }
             // A fresh stream: its position and CRC are known, so no HEAD.
             self.install_stream(attr.ino, path.clone(), 0, 0);
@@ -469,12 +471,14 @@ impl Core {
     /// chmod, chown and utimens, stored the ossfs way in `x-oss-meta-*`. A value equal to the
     /// one shown is no change (no request). Otherwise, for an Appendable object:
     /// - empty (just created by logrotate, nginx, `cp`): recreated empty carrying the values;
-    /// - not empty, created by this mount (a temp file about to be renamed into place):
-    ///   kept on the inode and written when a rename copies the object;
+    /// - not empty, created by this mount with `O_EXCL` (a temp file, as rsync makes, about
+    ///   to be renamed into place): kept on the inode and written when a rename copies the
+    ///   object;
     /// - not empty otherwise: `EPERM`, since OSS cannot change an appendable object's
-    ///   metadata in place and nothing would carry the change.
+    ///   metadata in place and nothing is known to carry the change.
     ///
-    /// Other objects (Normal, Multipart, Symlink) and directories: `EPERM`.
+    /// Other objects (Normal, Multipart, Symlink): `EPERM`. Directories: times accepted and
+    /// not kept, mode and owner `EPERM`.
     async fn set_posix(&self, ino: u64, path: &str, kind: Kind, want: PosixMeta) -> FsResult<()> {
         let shown = self.getattr(ino).await?;
         let change = PosixMeta {
@@ -487,7 +491,13 @@ impl Core {
             return Ok(());
         }
         if kind == Kind::Dir {
-            tracing::info!(key = %path, errno = "EPERM", "refusing to change a directory's mode, owner or times: directories show the mount's --dir-mode, --uid and --gid");
+            // A directory may be only a key prefix: nothing to store on. Its time is accepted
+            // and dropped (`rsync -a` and `tar` set it last); a mode or owner change is
+            // refused, since a protection that silently does not happen is worse.
+            if change.mode.is_none() && change.uid.is_none() && change.gid.is_none() {
+                return Ok(());
+            }
+            tracing::info!(key = %path, errno = "EPERM", "refusing to change a directory's mode or owner: directories always show the mount's --dir-mode, --uid and --gid");
             return Err(FsError::NotPermitted(format!("{path:?} is a directory")));
         }
         self.writable()?;
@@ -516,8 +526,8 @@ impl Core {
         if head_meta.size > 0 || position > 0 || local > 0 {
             let mut nodes = lock(&self.nodes);
             let n = nodes.by_ino.get_mut(&ino).ok_or(FsError::Stale)?;
-            if !n.created_here {
-                tracing::info!(key = %path, size = head_meta.size + local, errno = "EPERM", "refusing to change mode, owner or times of a non-empty appendable object: OSS cannot rewrite its metadata in place; only files this mount created keep such a change until a rename copies them");
+            if !n.created_exclusive {
+                tracing::info!(key = %path, size = head_meta.size + local, errno = "EPERM", "refusing to change mode, owner or times of a non-empty appendable object: OSS cannot rewrite its metadata in place; only temp files this mount created (O_EXCL) keep such a change until a rename copies them");
                 return Err(FsError::NotPermitted(format!(
                     "{path:?} is a non-empty appendable object"
                 )));
