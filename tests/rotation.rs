@@ -296,6 +296,9 @@ fn logrotate_copytruncate_compress() {
     );
     assert_eq!(stat(m.dir(), "%a", "c.log.1.gz"), "640");
     assert_eq!(stat(m.dir(), "%a %s", "c.log"), "640 0");
+    // Truncated in place: the replacement carries the log's mode, and so does the copy.
+    assert_eq!(user_meta(&oss, "c.log")["mode"], ossfs_mode(0o640));
+    assert_eq!(user_meta(&oss, "c.log.1.gz")["mode"], ossfs_mode(0o640));
     sh_ok(m.dir(), "echo third >> c.log");
     oss.assert_appendable("c.log", b"third\n");
     m.finish();

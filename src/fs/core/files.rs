@@ -440,6 +440,9 @@ impl Core {
                     )));
                 }
                 let stream = self.stream_for(ino).await?;
+                // The replacement is created with the mount's settings only: the old object's
+                // user metadata (mode, owner, times) is written back below.
+                let (_, before) = self.file_meta(ino, true).await?;
                 stream.replace_with_empty().await?;
                 let meta = FileMeta {
                     size: 0,
@@ -451,14 +454,31 @@ impl Core {
                     user_meta: BTreeMap::new(),
                     from_head: false,
                 };
-                let mut nodes = lock(&self.nodes);
-                if let Some(n) = nodes.by_ino.get_mut(&ino) {
-                    n.generation += 1;
-                    n.verified = Some((0, 0));
-                    n.meta = Some(Cached {
-                        value: meta,
-                        at: Instant::now(),
-                    });
+                let pending = {
+                    let mut nodes = lock(&self.nodes);
+                    match nodes.by_ino.get_mut(&ino) {
+                        Some(n) => {
+                            n.generation += 1;
+                            n.verified = Some((0, 0));
+                            n.meta = Some(Cached {
+                                value: meta,
+                                at: Instant::now(),
+                            });
+                            n.pending
+                        }
+                        None => PosixMeta::default(),
+                    }
+                };
+                let mut keep = before.user_meta;
+                pending.write_to(&mut keep);
+                if !keep.is_empty() {
+                    let _paused = stream.pause().await;
+                    match self.head_if_empty(&path, Some(&stream)).await? {
+                        Ok(_) => self.recreate_empty(ino, &path, keep).await?,
+                        Err(_) => {
+                            tracing::warn!(key = %path, "truncated, but its mode, owner and times could not be written back: the file was written meanwhile");
+                        }
+                    }
                 }
             }
         }
@@ -508,43 +528,77 @@ impl Core {
             Some(s) => Some(s.pause().await),
             None => None,
         };
-        // A HEAD of its own, not the cached one: the object may be deleted below.
-        let head = match self.store.head(path).await {
-            Ok(h) => h,
-            Err(e) if e.is_no_such_key() => return Err(FsError::NotFound),
-            Err(e) => return Err(e.into()),
-        };
-        let head_meta = FileMeta::from_head(&head);
-        if head_meta.object_type != ObjectType::Appendable {
-            tracing::info!(key = %path, object_type = head_meta.object_type.as_str(), errno = "EPERM", "refusing to change mode, owner or times: only Appendable objects take such changes (this one would need a CopyObject onto itself)");
-            return Err(FsError::NotPermitted(format!(
-                "{path:?} is a {} object",
-                head_meta.object_type.as_str()
-            )));
-        }
-        let (position, local) = stream.as_ref().map_or((0, 0), |s| s.local_span());
-        if head_meta.size > 0 || position > 0 || local > 0 {
-            let mut nodes = lock(&self.nodes);
-            let n = nodes.by_ino.get_mut(&ino).ok_or(FsError::Stale)?;
-            if !n.created_exclusive {
-                tracing::info!(key = %path, size = head_meta.size + local, errno = "EPERM", "refusing to change mode, owner or times of a non-empty appendable object: OSS cannot rewrite its metadata in place; only temp files this mount created (O_EXCL) keep such a change until a rename copies them");
+        let head_meta = match self.head_if_empty(path, stream.as_deref()).await? {
+            Ok(empty) => empty,
+            Err(head_meta) if head_meta.object_type != ObjectType::Appendable => {
+                tracing::info!(key = %path, object_type = head_meta.object_type.as_str(), errno = "EPERM", "refusing to change mode, owner or times: only Appendable objects take such changes (this one would need a CopyObject onto itself)");
                 return Err(FsError::NotPermitted(format!(
-                    "{path:?} is a non-empty appendable object"
+                    "{path:?} is a {} object",
+                    head_meta.object_type.as_str()
                 )));
             }
-            n.pending = n.pending.overlay(change);
-            tracing::debug!(key = %path, "mode, owner or times kept on the inode until a rename copies the object (lost at unmount if none does)");
-            return Ok(());
-        }
+            Err(head_meta) => {
+                let mut nodes = lock(&self.nodes);
+                let n = nodes.by_ino.get_mut(&ino).ok_or(FsError::Stale)?;
+                if !n.created_exclusive {
+                    tracing::info!(key = %path, size = head_meta.size, errno = "EPERM", "refusing to change mode, owner or times of a non-empty appendable object: OSS cannot rewrite its metadata in place; only temp files this mount created (O_EXCL) keep such a change until a rename copies them");
+                    return Err(FsError::NotPermitted(format!(
+                        "{path:?} is a non-empty appendable object"
+                    )));
+                }
+                n.pending = n.pending.overlay(change);
+                tracing::debug!(key = %path, "mode, owner or times kept on the inode until a rename copies the object (lost at unmount if none does)");
+                return Ok(());
+            }
+        };
         let pending = lock(&self.nodes)
             .by_ino
             .get(&ino)
             .map(|n| n.pending)
             .unwrap_or_default();
         // The object's other user metadata is kept.
+        let mut user_meta = head_meta.user_meta;
+        pending.overlay(change).write_to(&mut user_meta);
+        self.recreate_empty(ino, path, user_meta).await
+    }
+
+    /// HEAD of `path` (not the cached one: the object may be deleted next), judged with the
+    /// inode's stream (paused by the caller): `Ok` when it is an empty Appendable object with
+    /// nothing buffered here, else `Err` with what HEAD said (size including local bytes).
+    async fn head_if_empty(
+        &self,
+        path: &str,
+        stream: Option<&AppendStream>,
+    ) -> FsResult<Result<FileMeta, FileMeta>> {
+        let head = match self.store.head(path).await {
+            Ok(h) => h,
+            Err(e) if e.is_no_such_key() => return Err(FsError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let mut meta = FileMeta::from_head(&head);
+        let (position, local) = stream.map_or((0, 0), |s| s.local_span());
+        meta.size = meta.size.max(position) + local;
+        Ok(
+            if meta.object_type == ObjectType::Appendable && meta.size == 0 {
+                Ok(meta)
+            } else {
+                Err(meta)
+            },
+        )
+    }
+
+    /// Deletes the empty Appendable object at `path` and creates it again, empty, carrying
+    /// `user_meta` (how an appendable object takes new metadata). The caller holds the
+    /// stream's pause and has checked the object is empty ([`Core::head_if_empty`]); the
+    /// inode stays the same.
+    async fn recreate_empty(
+        &self,
+        ino: u64,
+        path: &str,
+        user_meta: BTreeMap<String, String>,
+    ) -> FsResult<()> {
         let mut opts = self.shared.config.create.clone();
-        opts.user_meta = head_meta.user_meta.clone();
-        pending.overlay(change).write_to(&mut opts.user_meta);
+        opts.user_meta = user_meta;
         self.store.delete(path).await?;
         let empty = Bytes::new();
         let mut cancel = self.shared.cancel.clone();
@@ -576,7 +630,7 @@ impl Core {
             object_type: ObjectType::Appendable,
             etag: String::new(),
             crc64: Some(0),
-            storage_class: head_meta.storage_class.clone(),
+            storage_class: opts.storage_class.clone(),
             user_meta: opts.user_meta.clone(),
             from_head: false,
         };
