@@ -203,6 +203,19 @@ fn chmod_rules() {
         (ossfs_mode(0o640), "33".into(), "4".into())
     );
     oss.assert_appendable("renamed.log", b"data\n");
+    // `cp -p` creates its copy with O_EXCL too: the values are shown here, and stored only
+    // if the file is renamed later (documented: lost at unmount otherwise).
+    let src = tempfile::tempdir().expect("source dir");
+    sh_ok(
+        src.path(),
+        "echo copy > c.txt && chmod 600 c.txt && touch -d @1500000000 c.txt",
+    );
+    sh_ok(
+        m.dir(),
+        &format!("cp -p {}/c.txt c.txt", src.path().display()),
+    );
+    assert_eq!(stat(m.dir(), "%a %Y", "c.txt"), "600 1500000000");
+    assert!(!user_meta(&oss, "c.txt").contains_key("mode"));
     // Another mount sees what was stored.
     let other = Mount::bucket(&oss);
     assert_eq!(stat(other.dir(), "%a %u %g", "renamed.log"), "640 33 4");
