@@ -22,6 +22,17 @@ if [[ ! -x /sbin/mount.fuse3 && ! -x /usr/sbin/mount.fuse3 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3
 fi
 
+missing=()
+command -v logrotate >/dev/null || missing+=(logrotate)
+command -v rsync >/dev/null || missing+=(rsync)
+[[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+if (( ${#missing[@]} )); then
+    # tests/rotation.rs runs the real log-host tools against a mount.
+    step "log-host tools for tests/rotation.rs: ${missing[*]}"
+    apt-cache policy "${missing[@]}" | grep -q 'Candidate: [0-9]' || apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
 step "Python venv with the official OSS SDKs"
 scripts/setup-python.sh
 

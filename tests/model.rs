@@ -205,7 +205,7 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
                 // Missing (an earlier truncate deleted it and could not recreate it in time):
                 // nothing to truncate.
                 if let Ok(a) = core.lookup(ROOT, KEY).await {
-                    let _ = core.setattr(a.ino, Some(0), false).await;
+                    let _ = core.setattr(a.ino, Some(0), Default::default()).await;
                     core.forget(a.ino, 1);
                     // Whether it succeeded or failed after its delete, what was written
                     // before may be gone; nothing written later may be.

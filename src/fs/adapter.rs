@@ -144,7 +144,7 @@ impl Filesystem for Adapter {
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -155,9 +155,19 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         let ttl = self.ttl;
-        let owner = mode.is_some() || uid.is_some() || gid.is_some();
+        // Only mtime is stored (atime is shown as mtime); the kernel's mode carries the
+        // file-type bits, the core wants the permissions.
+        let posix = super::namespace::PosixMeta {
+            mode: mode.map(|m| (m & 0o7777) as u16),
+            uid,
+            gid,
+            mtime: mtime.map(|t| match t {
+                TimeOrNow::SpecificTime(t) => t,
+                TimeOrNow::Now => SystemTime::now(),
+            }),
+        };
         self.spawn("setattr", ino.0, async move {
-            reply_attr(reply, core.setattr(ino.0, size, owner).await, ttl);
+            reply_attr(reply, core.setattr(ino.0, size, posix).await, ttl);
         });
     }
 

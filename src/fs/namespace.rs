@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::oss::{ObjectMeta, ObjectType};
 
@@ -50,6 +50,109 @@ impl FileMeta {
     }
 }
 
+/// Mode, owner and modification time the ossfs way, in user metadata (names without the
+/// `x-oss-meta-` prefix): `mode` is the whole `st_mode` in decimal, file-type bits included
+/// (`33188` for a 0644 file); `uid` and `gid` are decimal; `mtime` is epoch seconds, with
+/// `.` and nine digits of nanoseconds when those are not zero. A field that is absent or
+/// unreadable is `None` (the mount's default is shown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PosixMeta {
+    /// Permission bits only (`& 0o7777`): the key decides whether it is a file.
+    pub mode: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+}
+
+/// `S_IFREG`: ossfs stores the file-type bits with the permissions.
+const S_IFREG: u32 = 0o100000;
+
+impl PosixMeta {
+    pub fn from_user_meta(m: &BTreeMap<String, String>) -> Self {
+        PosixMeta {
+            mode: m
+                .get("mode")
+                .and_then(|v| parse_c_integer(v))
+                .and_then(|v| u32::try_from(v).ok())
+                .map(|v| (v & 0o7777) as u16),
+            uid: m.get("uid").and_then(|v| v.trim().parse().ok()),
+            gid: m.get("gid").and_then(|v| v.trim().parse().ok()),
+            mtime: m.get("mtime").and_then(|v| parse_mtime(v)),
+        }
+    }
+
+    /// Writes the fields that are set into `m`, in the format above.
+    pub fn write_to(&self, m: &mut BTreeMap<String, String>) {
+        if let Some(mode) = self.mode {
+            m.insert("mode".into(), (S_IFREG | u32::from(mode)).to_string());
+        }
+        if let Some(uid) = self.uid {
+            m.insert("uid".into(), uid.to_string());
+        }
+        if let Some(gid) = self.gid {
+            m.insert("gid".into(), gid.to_string());
+        }
+        if let Some(t) = self.mtime {
+            m.insert("mtime".into(), format_mtime(t));
+        }
+    }
+
+    /// These values, with each field `other` sets taking its place.
+    pub fn overlay(self, other: PosixMeta) -> PosixMeta {
+        PosixMeta {
+            mode: other.mode.or(self.mode),
+            uid: other.uid.or(self.uid),
+            gid: other.gid.or(self.gid),
+            mtime: other.mtime.or(self.mtime),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == PosixMeta::default()
+    }
+}
+
+/// An integer as C's `strtoll(s, NULL, 0)` reads it (ossfs parses `mode` so): decimal, or
+/// octal with a leading `0`, or hex with `0x`.
+fn parse_c_integer(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
+}
+
+/// `SECONDS[.NANOS]` (rclone writes fractions too; shorter fractions count as decimals).
+fn parse_mtime(s: &str) -> Option<SystemTime> {
+    let (secs, frac) = match s.trim().split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (s.trim(), ""),
+    };
+    let secs: u64 = secs.parse().ok()?;
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        if !digits.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        format!("{digits:0<9}").parse::<u32>().ok()?
+    };
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+fn format_mtime(t: SystemTime) -> String {
+    // Times before 1970 cannot be written in this format: stored as 0.
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    match d.subsec_nanos() {
+        0 => d.as_secs().to_string(),
+        n => format!("{}.{n:09}", d.as_secs()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Cached<T> {
     pub value: T,
@@ -85,6 +188,15 @@ pub struct Node {
     /// Length and CRC-64 of the prefix of the object this node stands for, as verified: growth
     /// counts as the same object only if it extends this prefix.
     pub verified: Option<(u64, u64)>,
+    /// Mode, owner and mtime from this object's last HEAD, shown while the cached metadata
+    /// comes from a listing (which has no user metadata).
+    pub seen: Option<PosixMeta>,
+    /// Changes to a non-empty Appendable object that OSS cannot store in place: shown by
+    /// stat and written when a rename copies the object. Kept in memory only.
+    pub pending: PosixMeta,
+    /// This mount created the object with `O_EXCL`, as temp files are made (`mkstemp`,
+    /// rsync): only such files, meant to be renamed into place, take pending changes.
+    pub created_exclusive: bool,
 }
 
 #[derive(Debug)]
@@ -228,6 +340,9 @@ impl Node {
             detached: false,
             replaced: false,
             verified: None,
+            seen: None,
+            pending: PosixMeta::default(),
+            created_exclusive: false,
         }
     }
 }
@@ -265,6 +380,46 @@ mod tests {
         for bad in ["", ".", "..", "a/b", &"n".repeat(256)] {
             assert!(!valid_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn posix_meta_formats() {
+        let mut m = BTreeMap::new();
+        m.insert("mode".to_string(), "33188".to_string());
+        m.insert("uid".to_string(), "33".to_string());
+        m.insert("gid".to_string(), "4".to_string());
+        m.insert("mtime".to_string(), "1700000000".to_string());
+        let p = PosixMeta::from_user_meta(&m);
+        assert_eq!(p.mode, Some(0o644));
+        assert_eq!((p.uid, p.gid), (Some(33), Some(4)));
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(p.mtime, Some(t));
+        let mut out = BTreeMap::new();
+        p.write_to(&mut out);
+        assert_eq!(out, m, "written back exactly as ossfs writes it");
+        // Nanoseconds: ossfs 1.91 and rclone write a fraction; octal modes parse as strtoll.
+        let t2 = t + Duration::from_nanos(5);
+        let mut out = BTreeMap::new();
+        PosixMeta {
+            mtime: Some(t2),
+            ..Default::default()
+        }
+        .write_to(&mut out);
+        assert_eq!(out["mtime"], "1700000000.000000005");
+        assert_eq!(
+            parse_mtime("1700000000.5"),
+            Some(t + Duration::from_millis(500))
+        );
+        assert_eq!(parse_c_integer("0640"), Some(0o640));
+        assert_eq!(parse_c_integer("0x1a4"), Some(0o644));
+        m.insert("mode".to_string(), "rw-r--r--".to_string());
+        m.insert("mtime".to_string(), "soon".to_string());
+        let p = PosixMeta::from_user_meta(&m);
+        assert_eq!(
+            (p.mode, p.mtime),
+            (None, None),
+            "unreadable values fall back"
+        );
     }
 
     #[test]

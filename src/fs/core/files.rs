@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::{lock, Attr, Core, HandleKind, OpenMode, ReadState};
 use crate::fs::append::{exactly_once, AppendStream, WriteMark};
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::namespace::{Cached, FileMeta, Kind};
+use crate::fs::namespace::{Cached, FileMeta, Kind, PosixMeta};
 use crate::fs::reader::BLOCK;
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
@@ -174,6 +174,11 @@ impl Core {
                 from_head: false,
             };
             let attr = self.take_ref(&path, Kind::File, Some(meta));
+            if exclusive {
+                if let Some(n) = lock(&self.nodes).by_ino.get_mut(&attr.ino) {
+                    n.created_exclusive = true;
+                }
+            }
             // A fresh stream: its position and CRC are known, so no HEAD.
             self.install_stream(attr.ino, path.clone(), 0, 0);
             attr
@@ -433,19 +438,9 @@ impl Core {
     }
 
     /// setattr: truncate to the current size is a no-op, truncate to 0 of an Appendable object
-    /// replaces it with an empty one, other sizes and mode/owner changes are refused, times are
-    /// accepted and not stored.
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        size: Option<u64>,
-        mode_or_owner: bool,
-    ) -> FsResult<Attr> {
-        if mode_or_owner {
-            return Err(FsError::NotPermitted(
-                "OSS objects have no mode or owner to change".into(),
-            ));
-        }
+    /// replaces it with an empty one, other sizes are refused; mode, owner and mtime changes
+    /// follow [`Core::set_posix`].
+    pub async fn setattr(&self, ino: u64, size: Option<u64>, posix: PosixMeta) -> FsResult<Attr> {
         let (path, kind) = self.node_info(ino)?;
         if let Some(size) = size {
             if kind == Kind::Dir {
@@ -461,6 +456,9 @@ impl Core {
                     )));
                 }
                 let stream = self.stream_for(ino).await?;
+                // The replacement is created with the mount's settings only: the old object's
+                // user metadata (mode, owner, times) is written back below.
+                let (_, before) = self.file_meta(ino, true).await?;
                 stream.replace_with_empty().await?;
                 // Empty, unless another host appended to the new object already.
                 let (len, crc) = stream.remote();
@@ -474,18 +472,198 @@ impl Core {
                     user_meta: BTreeMap::new(),
                     from_head: false,
                 };
-                let mut nodes = lock(&self.nodes);
-                if let Some(n) = nodes.by_ino.get_mut(&ino) {
-                    n.generation += 1;
-                    n.verified = Some((len, crc));
-                    n.meta = Some(Cached {
-                        value: meta,
-                        at: Instant::now(),
-                    });
+                let pending = {
+                    let mut nodes = lock(&self.nodes);
+                    match nodes.by_ino.get_mut(&ino) {
+                        Some(n) => {
+                            n.generation += 1;
+                            n.verified = Some((len, crc));
+                            n.meta = Some(Cached {
+                                value: meta,
+                                at: Instant::now(),
+                            });
+                            n.pending
+                        }
+                        None => PosixMeta::default(),
+                    }
+                };
+                let mut keep = before.user_meta;
+                pending.write_to(&mut keep);
+                if !keep.is_empty() {
+                    let _paused = stream.pause().await;
+                    match self.head_if_empty(&path, Some(&stream)).await? {
+                        Ok(_) => self.recreate_empty(ino, &path, keep).await?,
+                        Err(_) => {
+                            tracing::warn!(key = %path, "truncated, but its mode, owner and times could not be written back: the file was written meanwhile");
+                        }
+                    }
                 }
             }
         }
+        if !posix.is_empty() {
+            self.set_posix(ino, &path, kind, posix).await?;
+        }
         self.getattr(ino).await
+    }
+
+    /// chmod, chown and utimens, stored the ossfs way in `x-oss-meta-*`. A value equal to the
+    /// one shown is no change (no request). Otherwise, for an Appendable object:
+    /// - empty (just created by logrotate, nginx, `cp`): recreated empty carrying the values;
+    /// - not empty, created by this mount with `O_EXCL` (a temp file, as rsync makes, about
+    ///   to be renamed into place): kept on the inode and written when a rename copies the
+    ///   object;
+    /// - not empty otherwise: `EPERM`, since OSS cannot change an appendable object's
+    ///   metadata in place and nothing is known to carry the change.
+    ///
+    /// Other objects (Normal, Multipart, Symlink): `EPERM`. Directories: times accepted and
+    /// not kept, mode and owner `EPERM`.
+    async fn set_posix(&self, ino: u64, path: &str, kind: Kind, want: PosixMeta) -> FsResult<()> {
+        let shown = self.getattr(ino).await?;
+        let change = PosixMeta {
+            mode: want.mode.filter(|m| *m != shown.mode),
+            uid: want.uid.filter(|u| *u != shown.uid),
+            gid: want.gid.filter(|g| *g != shown.gid),
+            mtime: want.mtime.filter(|t| *t != shown.mtime),
+        };
+        if change.is_empty() {
+            return Ok(());
+        }
+        if kind == Kind::Dir {
+            // A directory may be only a key prefix: nothing to store on. Its time is accepted
+            // and dropped (`rsync -a` and `tar` set it last); a mode or owner change is
+            // refused, since a protection that silently does not happen is worse.
+            if change.mode.is_none() && change.uid.is_none() && change.gid.is_none() {
+                return Ok(());
+            }
+            tracing::info!(key = %path, errno = "EPERM", "refusing to change a directory's mode or owner: directories always show the mount's --dir-mode, --uid and --gid");
+            return Err(FsError::NotPermitted(format!("{path:?} is a directory")));
+        }
+        self.writable()?;
+        // Paused: no chunk of this inode's stream is sent while the object is judged and
+        // perhaps recreated.
+        let stream = lock(&self.streams).get(&ino).cloned();
+        let _paused = match &stream {
+            Some(s) => Some(s.pause().await),
+            None => None,
+        };
+        let head_meta = match self.head_if_empty(path, stream.as_deref()).await? {
+            Ok(empty) => empty,
+            Err(head_meta) if head_meta.object_type != ObjectType::Appendable => {
+                tracing::info!(key = %path, object_type = head_meta.object_type.as_str(), errno = "EPERM", "refusing to change mode, owner or times: only Appendable objects take such changes (this one would need a CopyObject onto itself)");
+                return Err(FsError::NotPermitted(format!(
+                    "{path:?} is a {} object",
+                    head_meta.object_type.as_str()
+                )));
+            }
+            Err(head_meta) => {
+                let mut nodes = lock(&self.nodes);
+                let n = nodes.by_ino.get_mut(&ino).ok_or(FsError::Stale)?;
+                if !n.created_exclusive {
+                    tracing::info!(key = %path, size = head_meta.size, errno = "EPERM", "refusing to change mode, owner or times of a non-empty appendable object: OSS cannot rewrite its metadata in place; only temp files this mount created (O_EXCL) keep such a change until a rename copies them");
+                    return Err(FsError::NotPermitted(format!(
+                        "{path:?} is a non-empty appendable object"
+                    )));
+                }
+                n.pending = n.pending.overlay(change);
+                tracing::debug!(key = %path, "mode, owner or times kept on the inode until a rename copies the object (lost at unmount if none does)");
+                return Ok(());
+            }
+        };
+        let pending = lock(&self.nodes)
+            .by_ino
+            .get(&ino)
+            .map(|n| n.pending)
+            .unwrap_or_default();
+        // The object's other user metadata is kept.
+        let mut user_meta = head_meta.user_meta;
+        pending.overlay(change).write_to(&mut user_meta);
+        self.recreate_empty(ino, path, user_meta).await
+    }
+
+    /// HEAD of `path` (not the cached one: the object may be deleted next), judged with the
+    /// inode's stream (paused by the caller): `Ok` when it is an empty Appendable object with
+    /// nothing buffered here, else `Err` with what HEAD said (size including local bytes).
+    async fn head_if_empty(
+        &self,
+        path: &str,
+        stream: Option<&AppendStream>,
+    ) -> FsResult<Result<FileMeta, FileMeta>> {
+        let head = match self.store.head(path).await {
+            Ok(h) => h,
+            Err(e) if e.is_no_such_key() => return Err(FsError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        let mut meta = FileMeta::from_head(&head);
+        let (position, local) = stream.map_or((0, 0), |s| s.local_span());
+        meta.size = meta.size.max(position) + local;
+        Ok(
+            if meta.object_type == ObjectType::Appendable && meta.size == 0 {
+                Ok(meta)
+            } else {
+                Err(meta)
+            },
+        )
+    }
+
+    /// Deletes the empty Appendable object at `path` and creates it again, empty, carrying
+    /// `user_meta` (how an appendable object takes new metadata). The caller holds the
+    /// stream's pause and has checked the object is empty ([`Core::head_if_empty`]); the
+    /// inode stays the same.
+    async fn recreate_empty(
+        &self,
+        ino: u64,
+        path: &str,
+        user_meta: BTreeMap<String, String>,
+    ) -> FsResult<()> {
+        let mut opts = self.shared.config.create.clone();
+        opts.user_meta = user_meta;
+        self.store.delete(path).await?;
+        let empty = Bytes::new();
+        let mut cancel = self.shared.cancel.clone();
+        let landed = exactly_once::append(
+            exactly_once::Job {
+                store: self.store.as_ref(),
+                key: path,
+                create: &opts,
+                position: 0,
+                crc: 0,
+                data: &empty,
+                follow_end: false,
+                deadline: Instant::now()
+                    + self
+                        .cfg
+                        .metadata_ttl
+                        .max(std::time::Duration::from_secs(30)),
+            },
+            &mut cancel,
+        )
+        .await;
+        if let Err(f) = landed {
+            tracing::error!(key = %path, errno = f.error.errno(), error = %f.error, "recreating an empty object with new mode, owner or times failed after deleting it: the file is gone");
+            return Err(f.error);
+        }
+        let meta = FileMeta {
+            size: 0,
+            mtime: SystemTime::now(),
+            object_type: ObjectType::Appendable,
+            etag: String::new(),
+            crc64: Some(0),
+            storage_class: opts.storage_class.clone(),
+            user_meta: opts.user_meta.clone(),
+            from_head: false,
+        };
+        let mut nodes = lock(&self.nodes);
+        if let Some(n) = nodes.by_ino.get_mut(&ino) {
+            n.generation += 1;
+            n.verified = Some((0, 0));
+            n.pending = PosixMeta::default();
+            n.seen = Some(PosixMeta::from_user_meta(&opts.user_meta));
+            n.meta = Some(Cached {
+                value: meta,
+                at: Instant::now(),
+            });
+        }
+        Ok(())
     }
 
     /// `user.oss.*` attributes: object type, ETag, CRC-64, storage class, next append position

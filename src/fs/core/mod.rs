@@ -26,7 +26,7 @@ use super::append::budget::DirtyBudget;
 use super::append::rescue::Rescue;
 use super::append::{AppendStream, Shared, StreamConfig, WriteMark};
 use super::error::{FsError, FsResult};
-use super::namespace::{valid_name, Cached, FileMeta, Kind, Nodes};
+use super::namespace::{valid_name, Cached, FileMeta, Kind, Nodes, PosixMeta};
 use super::reader::BlockCache;
 use super::store::Store;
 use crate::oss::ObjectType;
@@ -274,14 +274,30 @@ impl Core {
             }
             None => meta.size,
         };
+        // Mode, owner and mtime: a HEAD's user metadata (remembered on the node, since a
+        // listing has none and `ls -l` must not cost a HEAD per file), then changes kept on
+        // the inode, then the mount's defaults.
+        let posix = {
+            let mut nodes = lock(&self.nodes);
+            match nodes.by_ino.get_mut(&ino) {
+                Some(n) => {
+                    if meta.from_head {
+                        n.seen = Some(PosixMeta::from_user_meta(&meta.user_meta));
+                    }
+                    n.seen.unwrap_or_default().overlay(n.pending)
+                }
+                None if meta.from_head => PosixMeta::from_user_meta(&meta.user_meta),
+                None => PosixMeta::default(),
+            }
+        };
         Attr {
             ino,
             kind: Kind::File,
             size,
-            mtime: meta.mtime,
-            mode: self.cfg.file_mode,
-            uid: self.cfg.uid,
-            gid: self.cfg.gid,
+            mtime: posix.mtime.unwrap_or(meta.mtime),
+            mode: posix.mode.unwrap_or(self.cfg.file_mode),
+            uid: posix.uid.unwrap_or(self.cfg.uid),
+            gid: posix.gid.unwrap_or(self.cfg.gid),
         }
     }
 
