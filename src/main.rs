@@ -506,12 +506,23 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
     }
 }
 
+/// The tracing directive that silences fuser's mount-module warnings (see [`init_tracing`]).
+const FUSER_MNT_QUIET: &str = "fuser::mnt=error";
+
 /// Logs go to stderr, or to `log_file` (appended) when given; colour only on a terminal.
 /// Returns the log file, for SIGHUP.
 fn init_tracing(log_file: Option<&std::path::Path>) -> Result<Option<LogFile>, String> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // fuser warns "Unmount failed: Invalid argument" on every clean external `umount` (its
+    // session tries to unmount again); our own unmount failures are logged by us. Quiet it
+    // unless RUST_LOG says something about fuser itself.
+    let filter = if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("fuser")) {
+        filter
+    } else {
+        filter.add_directive(FUSER_MNT_QUIET.parse().map_err(|e| format!("{e}"))?)
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {
         Some(path) => {

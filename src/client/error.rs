@@ -341,6 +341,18 @@ fn oss_errno(e: &OssError) -> i32 {
     }
 }
 
+/// What an HTML error page in place of an OSS error document means.
+pub(crate) const HTML_ANSWER: &str = "server answered with HTML, not OSS XML (a proxy or gateway?)";
+
+/// Whether a body is an HTML page: `<!doctype html`, `<html` or `<body` in its first KiB
+/// (OSS error documents are XML and never carry these).
+pub(crate) fn looks_like_html(body: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(&body[..body.len().min(1024)]).to_ascii_lowercase();
+    ["<!doctype html", "<html", "<body"]
+        .iter()
+        .any(|tag| head.contains(tag))
+}
+
 /// Builds the error for a non-success response from its status, headers and body. The error
 /// document comes from the body, or for bodiless answers (HEAD) from the base64 `x-oss-err`
 /// header; request id and EC fall back to their headers.
@@ -358,7 +370,15 @@ pub(crate) fn oss_error(
         .or_else(|| header("x-oss-err").and_then(ErrorBody::from_header));
     let doc = doc.unwrap_or_default();
     let message = if doc.message.is_empty() && doc.code.is_empty() {
-        status.canonical_reason().unwrap_or("").to_string()
+        let reason = status.canonical_reason().unwrap_or("");
+        // A proxy, captive portal or load balancer answers for OSS with a web page: say so,
+        // since the status alone sends the user looking at OSS.
+        if looks_like_html(body) {
+            let sep = if reason.is_empty() { "" } else { ": " };
+            format!("{reason}{sep}{HTML_ANSWER}")
+        } else {
+            reason.to_string()
+        }
     } else {
         doc.message
     };
@@ -455,7 +475,36 @@ mod tests {
             b"<html>proxy</html>",
         );
         assert_eq!(e.errno(), libc::EIO);
+        assert_eq!(
+            e.oss().unwrap().message,
+            format!("Bad Gateway: {HTML_ANSWER}")
+        );
+        // Neither XML nor HTML: the status's reason alone.
+        let e = oss_error(Op::GetObject, "k", StatusCode::BAD_GATEWAY, &h, b"oops");
         assert_eq!(e.oss().unwrap().message, "Bad Gateway");
+    }
+
+    #[test]
+    fn an_html_answer_is_named_as_such() {
+        let page =
+            b"\n<!DOCTYPE html>\n<html><head><title>502</title></head><body>nginx</body></html>";
+        let e = oss_error(
+            Op::AppendObject,
+            "a.log",
+            StatusCode::FORBIDDEN,
+            &HeaderMap::new(),
+            page,
+        );
+        let shown = e.to_string();
+        assert!(
+            shown.contains("server answered with HTML, not OSS XML (a proxy or gateway?)"),
+            "{shown}"
+        );
+        assert!(shown.contains("AppendObject \"a.log\""), "{shown}");
+        assert!(looks_like_html(b"<HTML><BODY>x</BODY></HTML>"));
+        assert!(!looks_like_html(b"<?xml version=\"1.0\"?><Error></Error>"));
+        assert!(!looks_like_html(b""));
+        assert!(!looks_like_html(&[0xff, 0xfe, 0x00]));
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::Instrument;
 
@@ -27,8 +27,116 @@ pub struct Adapter {
     ttl: Duration,
 }
 
-fn errno(e: &FsError) -> Errno {
-    Errno::from_i32(e.errno())
+/// Where a request failed: the operation, its inode (the parent for name operations) and the
+/// name when the request carries one. Every error reply goes through [`Site::fail`] or
+/// [`Site::refuse`], so each failure is logged exactly once, here.
+#[derive(Clone)]
+struct Site {
+    op: &'static str,
+    ino: u64,
+    name: Option<String>,
+}
+
+impl Site {
+    fn new(op: &'static str, ino: u64) -> Self {
+        Site {
+            op,
+            ino,
+            name: None,
+        }
+    }
+
+    fn named(op: &'static str, ino: u64, name: &str) -> Self {
+        Site {
+            op,
+            ino,
+            name: Some(name.to_string()),
+        }
+    }
+
+    /// Logs a failure of the core once and returns its errno for the reply.
+    fn fail(&self, e: &FsError) -> Errno {
+        self.log(e.errno(), e)
+    }
+
+    /// Logs a refusal decided here in the adapter and returns its errno.
+    fn refuse(&self, errno: Errno, why: &str) -> Errno {
+        self.log(errno.code(), &why)
+    }
+
+    fn log(&self, code: i32, error: &dyn std::fmt::Display) -> Errno {
+        let (op, ino, name) = (self.op, self.ino, self.name.as_deref());
+        // The errno's own words ("Permission denied") are what the user sees; log them too.
+        let errno_text = std::io::Error::from_raw_os_error(code);
+        match severity(code) {
+            Severity::Expected => {
+                tracing::debug!(op, ino, name, errno = code, %errno_text, %error, "refused")
+            }
+            Severity::Refusal => {
+                tracing::info!(op, ino, name, errno = code, %errno_text, %error, "refused")
+            }
+            Severity::Failure => {
+                tracing::warn!(op, ino, name, errno = code, %errno_text, %error, "failed")
+            }
+        }
+        Errno::from_i32(code)
+    }
+}
+
+/// How loudly a failed operation is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Severity {
+    /// Part of normal traffic (a missing name probed on PATH, an xattr that is not there, the
+    /// size probe of getxattr, `cp -a` trying setxattr): debug, or the log fills with them.
+    Expected,
+    /// A refusal by design (permissions, the object model, the caller's argument): info.
+    Refusal,
+    /// The server or the network failed, or something unexpected: warn.
+    Failure,
+}
+
+fn severity(errno: i32) -> Severity {
+    match errno {
+        libc::ENOENT | libc::ENODATA | libc::ERANGE | libc::ENOTSUP => Severity::Expected,
+        libc::EPERM
+        | libc::EACCES
+        | libc::EROFS
+        | libc::EEXIST
+        | libc::ENOTEMPTY
+        | libc::EISDIR
+        | libc::ENOTDIR
+        | libc::EXDEV
+        | libc::EFBIG
+        | libc::ENAMETOOLONG
+        | libc::EINVAL => Severity::Refusal,
+        _ => Severity::Failure,
+    }
+}
+
+/// Whether a caller `uid`/`gid` may do `mask` to a file with these attributes: the owner's,
+/// the group's or the others' bits, the first class that matches; root may read and write
+/// anything and execute what has any x bit (directories: always searchable). Only the
+/// caller's primary group is known here (FUSE does not pass supplementary groups); the kernel
+/// check under `default_permissions` sees them all and is the one that normally decides.
+fn access_allowed(a: &Attr, uid: u32, gid: u32, mask: AccessFlags) -> bool {
+    let mode = u32::from(a.mode);
+    if uid == 0 {
+        return !mask.contains(AccessFlags::X_OK) || a.kind == Kind::Dir || mode & 0o111 != 0;
+    }
+    let bits = if uid == a.uid {
+        mode >> 6
+    } else if gid == a.gid {
+        mode >> 3
+    } else {
+        mode
+    } & 0o7;
+    let want = [
+        (AccessFlags::R_OK, 0o4),
+        (AccessFlags::W_OK, 0o2),
+        (AccessFlags::X_OK, 0o1),
+    ];
+    want.iter()
+        .all(|(flag, bit)| !mask.contains(*flag) || bits & bit != 0)
 }
 
 fn to_attr(a: &Attr) -> FileAttr {
@@ -56,9 +164,15 @@ fn to_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn name_str(name: &OsStr) -> Result<&str, Errno> {
-    // OSS keys are UTF-8.
-    name.to_str().ok_or(Errno::EINVAL)
+/// The name as a `String`, or EINVAL (logged) when it is not UTF-8, as OSS keys must be.
+fn name_str(op: &'static str, parent: u64, name: &OsStr) -> Result<String, Errno> {
+    match name.to_str() {
+        Some(n) => Ok(n.to_string()),
+        None => Err(Site::new(op, parent).refuse(
+            Errno::EINVAL,
+            &format!("name {name:?} is not UTF-8; OSS keys are UTF-8"),
+        )),
+    }
 }
 
 impl Adapter {
@@ -111,15 +225,15 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let name = match name_str(name) {
-            Ok(n) => n.to_string(),
+        let name = match name_str("lookup", parent.0, name) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         let ttl = self.ttl;
         self.spawn("lookup", parent.0, async move {
             let res = core.lookup(parent.0, &name).await;
-            reply_entry(reply, res, ttl);
+            reply_entry(reply, res, ttl, &Site::named("lookup", parent.0, &name));
         });
     }
 
@@ -131,7 +245,8 @@ impl Filesystem for Adapter {
         let core = self.core.clone();
         let ttl = self.ttl;
         self.spawn("getattr", ino.0, async move {
-            reply_attr(reply, core.getattr(ino.0).await, ttl);
+            let res = core.getattr(ino.0).await;
+            reply_attr(reply, res, ttl, &Site::new("getattr", ino.0));
         });
     }
 
@@ -167,21 +282,23 @@ impl Filesystem for Adapter {
             }),
         };
         self.spawn("setattr", ino.0, async move {
-            reply_attr(reply, core.setattr(ino.0, size, posix).await, ttl);
+            let res = core.setattr(ino.0, size, posix).await;
+            reply_attr(reply, res, ttl, &Site::new("setattr", ino.0));
         });
     }
 
     fn mknod(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let site = Site::named("mknod", parent.0, &name.to_string_lossy());
+        reply.error(site.refuse(Errno::EPERM, "special files cannot be stored on OSS"));
     }
 
     fn mkdir(
@@ -193,49 +310,52 @@ impl Filesystem for Adapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let name = match name_str(name) {
-            Ok(n) => n.to_string(),
+        let name = match name_str("mkdir", parent.0, name) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         let ttl = self.ttl;
         self.spawn("mkdir", parent.0, async move {
             let res = core.mkdir(parent.0, &name).await;
-            reply_entry(reply, res, ttl);
+            reply_entry(reply, res, ttl, &Site::named("mkdir", parent.0, &name));
         });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n.to_string(),
+        let name = match name_str("unlink", parent.0, name) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         self.spawn("unlink", parent.0, async move {
-            reply_empty(reply, core.unlink(parent.0, &name).await);
+            let res = core.unlink(parent.0, &name).await;
+            reply_empty(reply, res, &Site::named("unlink", parent.0, &name));
         });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = match name_str(name) {
-            Ok(n) => n.to_string(),
+        let name = match name_str("rmdir", parent.0, name) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
         self.spawn("rmdir", parent.0, async move {
-            reply_empty(reply, core.rmdir(parent.0, &name).await);
+            let res = core.rmdir(parent.0, &name).await;
+            reply_empty(reply, res, &Site::named("rmdir", parent.0, &name));
         });
     }
 
     fn symlink(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
+        parent: INodeNo,
+        link_name: &OsStr,
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let site = Site::named("symlink", parent.0, &link_name.to_string_lossy());
+        reply.error(site.refuse(Errno::EPERM, "symbolic links are not supported"));
     }
 
     fn rename(
@@ -248,14 +368,22 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (name, newname) = match (name_str(name), name_str(newname)) {
-            (Ok(a), Ok(b)) => (a.to_string(), b.to_string()),
-            _ => return reply.error(Errno::EINVAL),
+        let name = match name_str("rename", parent.0, name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
         };
+        let newname = match name_str("rename", newparent.0, newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let site = Site::named("rename", parent.0, &format!("{name} -> {newname}"));
         if flags.contains(RenameFlags::RENAME_EXCHANGE)
             || flags.contains(RenameFlags::RENAME_WHITEOUT)
         {
-            return reply.error(Errno::EINVAL);
+            return reply.error(site.refuse(
+                Errno::EINVAL,
+                "RENAME_EXCHANGE and RENAME_WHITEOUT are not supported",
+            ));
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let core = self.core.clone();
@@ -263,19 +391,20 @@ impl Filesystem for Adapter {
             let res = core
                 .rename(parent.0, &name, newparent.0, &newname, no_replace)
                 .await;
-            reply_empty(reply, res);
+            reply_empty(reply, res, &site);
         });
     }
 
     fn link(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _newparent: INodeNo,
-        _newname: &OsStr,
+        newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EPERM);
+        let site = Site::named("link", ino.0, &newname.to_string_lossy());
+        reply.error(site.refuse(Errno::EPERM, "hard links are not supported"));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -284,7 +413,7 @@ impl Filesystem for Adapter {
         self.spawn("open", ino.0, async move {
             match core.open(ino.0, mode).await {
                 Ok(fh) => reply.opened(FileHandle(fh), fopen_flags(mode)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(Site::new("open", ino.0).fail(&e)),
             }
         });
     }
@@ -304,7 +433,7 @@ impl Filesystem for Adapter {
         self.spawn("read", ino.0, async move {
             match core.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(Site::new("read", ino.0).fail(&e)),
             }
         });
     }
@@ -330,7 +459,7 @@ impl Filesystem for Adapter {
         self.spawn("write", ino.0, async move {
             match core.write(fh.0, offset, data, append).await {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(Site::new("write", ino.0).fail(&e)),
             }
         });
     }
@@ -345,7 +474,8 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("flush", ino.0, async move {
-            reply_empty(reply, core.flush(fh.0).await);
+            let res = core.flush(fh.0).await;
+            reply_empty(reply, res, &Site::new("flush", ino.0));
         });
     }
 
@@ -361,7 +491,8 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("release", ino.0, async move {
-            reply_empty(reply, core.release(fh.0).await);
+            let res = core.release(fh.0).await;
+            reply_empty(reply, res, &Site::new("release", ino.0));
         });
     }
 
@@ -375,14 +506,15 @@ impl Filesystem for Adapter {
     ) {
         let core = self.core.clone();
         self.spawn("fsync", ino.0, async move {
-            reply_empty(reply, core.flush(fh.0).await);
+            let res = core.flush(fh.0).await;
+            reply_empty(reply, res, &Site::new("fsync", ino.0));
         });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(Site::new("opendir", ino.0).fail(&e)),
         }
     }
 
@@ -410,7 +542,7 @@ impl Filesystem for Adapter {
                     }
                     reply.ok()
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(Site::new("readdir", ino.0).fail(&e)),
             }
         });
     }
@@ -435,15 +567,16 @@ impl Filesystem for Adapter {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
+        ino: INodeNo,
+        name: &OsStr,
         _value: &[u8],
         _flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
         // ENOTSUP, not EPERM: `cp -a` and `mv` then skip copying attributes quietly.
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+        let site = Site::named("setxattr", ino.0, &name.to_string_lossy());
+        reply.error(site.refuse(Errno::ENOTSUP, "extended attributes are read-only"));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -453,16 +586,18 @@ impl Filesystem for Adapter {
             .map(str::to_string)
         else {
             // security.capability is asked before every write: answer at once, no task.
-            return reply.error(Errno::from_i32(libc::ENODATA));
+            let site = Site::named("getxattr", ino.0, &name.to_string_lossy());
+            return reply.error(site.refuse(Errno::ENODATA, "no such attribute"));
         };
         let core = self.core.clone();
         self.spawn("getxattr", ino.0, async move {
+            let site = Site::named("getxattr", ino.0, &name);
             match core.xattrs(ino.0).await {
                 Ok(list) => match list.into_iter().find(|(n, _)| *n == name) {
-                    Some((_, v)) => reply_xattr(reply, size, &v),
-                    None => reply.error(Errno::from_i32(libc::ENODATA)),
+                    Some((_, v)) => reply_xattr(reply, size, &v, &site),
+                    None => reply.error(site.refuse(Errno::ENODATA, "no such attribute")),
                 },
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(site.fail(&e)),
             }
         });
     }
@@ -470,6 +605,7 @@ impl Filesystem for Adapter {
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let core = self.core.clone();
         self.spawn("listxattr", ino.0, async move {
+            let site = Site::new("listxattr", ino.0);
             match core.xattrs(ino.0).await {
                 Ok(list) => {
                     let mut buf = Vec::new();
@@ -477,19 +613,38 @@ impl Filesystem for Adapter {
                         buf.extend_from_slice(n.as_bytes());
                         buf.push(0);
                     }
-                    reply_xattr(reply, size, &buf)
+                    reply_xattr(reply, size, &buf, &site)
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(site.fail(&e)),
             }
         });
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::from_i32(libc::ENOTSUP));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let site = Site::named("removexattr", ino.0, &name.to_string_lossy());
+        reply.error(site.refuse(Errno::ENOTSUP, "extended attributes are read-only"));
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        reply.ok();
+    /// Answers from the same attributes `stat` shows. The mount always uses
+    /// `default_permissions`, so the kernel checks modes itself and seldom asks; this answer
+    /// must agree with it for the cases it does.
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let (uid, gid) = (req.uid(), req.gid());
+        let core = self.core.clone();
+        self.spawn("access", ino.0, async move {
+            let site = Site::new("access", ino.0);
+            match core.getattr(ino.0).await {
+                Ok(a) if access_allowed(&a, uid, gid, mask) => reply.ok(),
+                Ok(a) => reply.error(site.refuse(
+                    Errno::EACCES,
+                    &format!(
+                        "uid {uid} gid {gid} asked for access {mask:?} to mode {:o} owned by {}:{}",
+                        a.mode, a.uid, a.gid
+                    ),
+                )),
+                Err(e) => reply.error(site.fail(&e)),
+            }
+        });
     }
 
     fn create(
@@ -502,8 +657,8 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let name = match name_str(name) {
-            Ok(n) => n.to_string(),
+        let name = match name_str("create", parent.0, name) {
+            Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let mode = open_mode(flags);
@@ -519,17 +674,33 @@ impl Filesystem for Adapter {
                     FileHandle(fh),
                     fopen_flags(mode),
                 ),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(Site::named("create", parent.0, &name).fail(&e)),
             }
         });
     }
+
+    /// Every `isatty()` of a writer asks TCGETS: ENOTTY at once and without a log line (fuser's
+    /// default logs a warning for each).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
 }
 
-fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
+fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8], site: &Site) {
     if size == 0 {
         reply.size(value.len() as u32);
     } else if (size as usize) < value.len() {
-        reply.error(Errno::from_i32(libc::ERANGE));
+        reply.error(site.refuse(Errno::ERANGE, "attribute buffer too small"));
     } else {
         reply.data(value);
     }
@@ -544,24 +715,101 @@ fn attr_ttl(a: &Attr, dir_ttl: Duration) -> Duration {
     }
 }
 
-fn reply_attr(reply: ReplyAttr, res: Result<Attr, FsError>, dir_ttl: Duration) {
+fn reply_attr(reply: ReplyAttr, res: Result<Attr, FsError>, dir_ttl: Duration, site: &Site) {
     match res {
         Ok(a) => reply.attr(&attr_ttl(&a, dir_ttl), &to_attr(&a)),
-        Err(e) => reply.error(errno(&e)),
+        Err(e) => reply.error(site.fail(&e)),
     }
 }
 
 /// Names (entries) are cached for `ttl`, attributes per [`attr_ttl`].
-fn reply_entry(reply: ReplyEntry, res: Result<Attr, FsError>, ttl: Duration) {
+fn reply_entry(reply: ReplyEntry, res: Result<Attr, FsError>, ttl: Duration, site: &Site) {
     match res {
         Ok(a) => reply.entry_with_ttls(&attr_ttl(&a, ttl), &ttl, &to_attr(&a), Generation(0)),
-        Err(e) => reply.error(errno(&e)),
+        Err(e) => reply.error(site.fail(&e)),
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, res: Result<(), FsError>) {
+fn reply_empty(reply: ReplyEmpty, res: Result<(), FsError>, site: &Site) {
     match res {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(&e)),
+        Err(e) => reply.error(site.fail(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: Kind, mode: u16, uid: u32, gid: u32) -> Attr {
+        Attr {
+            ino: 2,
+            kind,
+            size: 0,
+            mtime: SystemTime::UNIX_EPOCH,
+            mode,
+            uid,
+            gid,
+        }
+    }
+
+    #[test]
+    fn access_follows_owner_group_other_bits() {
+        let r = AccessFlags::R_OK;
+        let w = AccessFlags::W_OK;
+        let x = AccessFlags::X_OK;
+        let rw = r | w;
+        let f = attr(Kind::File, 0o640, 1000, 100);
+        assert!(access_allowed(&f, 1000, 5, rw), "owner reads and writes");
+        assert!(!access_allowed(&f, 1000, 5, x), "no x bit for the owner");
+        assert!(access_allowed(&f, 7, 100, r), "group reads");
+        assert!(!access_allowed(&f, 7, 100, w), "group cannot write");
+        assert!(!access_allowed(&f, 7, 8, r), "others cannot read");
+        assert!(
+            access_allowed(&f, 7, 8, AccessFlags::F_OK),
+            "existence is free"
+        );
+        // The owner's class decides even when the group's bits would allow more.
+        let g = attr(Kind::File, 0o070, 1000, 100);
+        assert!(!access_allowed(&g, 1000, 100, r));
+        // Root reads and writes anything, executes only with some x bit; directories are
+        // always searchable for root.
+        let none = attr(Kind::File, 0o000, 1000, 100);
+        assert!(access_allowed(&none, 0, 0, rw));
+        assert!(!access_allowed(&none, 0, 0, x));
+        assert!(access_allowed(&attr(Kind::File, 0o001, 1000, 100), 0, 0, x));
+        assert!(access_allowed(&attr(Kind::Dir, 0o700, 1000, 100), 0, 0, x));
+        let d = attr(Kind::Dir, 0o755, 0, 0);
+        assert!(access_allowed(&d, 65534, 65534, r | x));
+        assert!(!access_allowed(&d, 65534, 65534, w));
+    }
+
+    #[test]
+    fn severity_fits_the_cause() {
+        for e in [libc::ENOENT, libc::ENODATA, libc::ERANGE, libc::ENOTSUP] {
+            assert_eq!(severity(e), Severity::Expected, "errno {e}");
+        }
+        for e in [
+            libc::EPERM,
+            libc::EACCES,
+            libc::EROFS,
+            libc::EEXIST,
+            libc::ENOTEMPTY,
+            libc::EISDIR,
+            libc::ENOTDIR,
+            libc::EXDEV,
+            libc::EFBIG,
+        ] {
+            assert_eq!(severity(e), Severity::Refusal, "errno {e}");
+        }
+        for e in [
+            libc::EIO,
+            libc::ESTALE,
+            libc::EBADF,
+            libc::ETIMEDOUT,
+            libc::ENOSPC,
+        ] {
+            assert_eq!(severity(e), Severity::Failure, "errno {e}");
+        }
     }
 }

@@ -142,6 +142,9 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         fuser::MountOption::Subtype("appendfs".into()),
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
+        // The kernel checks mode and owner against the attributes we report, so
+        // `--allow-other` never lets another user past a 0600 file or into a 0700 directory.
+        fuser::MountOption::DefaultPermissions,
         if opts.read_only {
             fuser::MountOption::RO
         } else {

@@ -121,7 +121,7 @@ impl BlockCache {
                 // Shorter than we were told: the reader finds out why.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(have),
                 Err(e) => {
-                    tracing::warn!(key = %key, offset = first, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
+                    tracing::debug!(key = %key, offset = first, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
                     Err(FsError::from(e))
                 }
             };
@@ -221,7 +221,7 @@ impl BlockCache {
                 // The object is shorter than we were told: the reader finds out why.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(Bytes::new()),
                 Err(e) => {
-                    tracing::warn!(key = %key, offset = first, bytes = total, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
+                    tracing::debug!(key = %key, offset = first, bytes = total, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
                     Err(FsError::from(e))
                 }
             }

@@ -72,7 +72,7 @@ impl Core {
             self.writable()?;
             let s = self.stream_for(ino).await?;
             s.check_open().inspect_err(|e| {
-                tracing::warn!(key = %s.key(), errno = e.errno(), error = %e, "open for writing refused");
+                tracing::debug!(key = %s.key(), errno = e.errno(), error = %e, "open for writing refused");
             })?;
             Some(s)
         } else {
@@ -149,7 +149,7 @@ impl Core {
                 ..
             }) => true,
             Err(f) => {
-                tracing::warn!(key = %path, errno = f.error.errno(), error = %f.error, "create failed");
+                tracing::debug!(key = %path, errno = f.error.errno(), error = %f.error, "create failed");
                 return Err(f.error);
             }
         };
@@ -389,7 +389,7 @@ impl Core {
             .await
             .inspect_err(|e| {
                 if matches!(e, FsError::Hole(_) | FsError::ShuttingDown | FsError::Stale) {
-                    tracing::warn!(key = %stream.key(), errno = e.errno(), error = %e, "write refused");
+                    tracing::debug!(key = %stream.key(), errno = e.errno(), error = %e, "write refused");
                 }
             })?;
         if let HandleKind::File { mark, .. } = &mut *lock(&h) {
@@ -418,7 +418,7 @@ impl Core {
             m.flushed = m.flushed.max(mark.flushed);
         }
         if let Err(e) = &res {
-            tracing::error!(key = %stream.key(), errno = e.errno(), error = %e, "flush failed: bytes written through this handle are not all on OSS");
+            tracing::debug!(key = %stream.key(), errno = e.errno(), error = %e, "flush failed: bytes written through this handle are not all on OSS");
         }
         res
     }

@@ -77,7 +77,7 @@ impl Core {
         let (entries, prefixes) = list_all(self.store.as_ref(), &path, Some("/"))
             .await
             .inspect_err(|e| {
-                tracing::warn!(key = %path, errno = e.errno(), error = %e, "listing failed");
+                tracing::debug!(key = %path, errno = e.errno(), error = %e, "listing failed");
             })?;
         const BAD_NAME: &str =
             "its name cannot be a file name (empty, '.', '..' or over 255 bytes)";
@@ -536,7 +536,7 @@ impl Core {
                 .map_err(FsError::from),
         };
         if let Err(e) = copied {
-            tracing::warn!(from = %src, to = %dst, errno = e.errno(), error = %e, "rename failed; the source is unchanged");
+            tracing::debug!(from = %src, to = %dst, errno = e.errno(), error = %e, "rename failed; the source is unchanged");
             return Err(e);
         }
         self.store.delete(&src).await?;
