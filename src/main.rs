@@ -93,6 +93,11 @@ struct MountArgs {
     /// Bound of bytes accepted but not yet appended; writers wait above it.
     #[arg(long, default_value = "256MiB", value_name = "SIZE", value_parser = parse_memory_size, help_heading = "Buffers and caches")]
     max_dirty: u64,
+    /// One bound shared by buffered writes, prefetch and the block cache: the cache gives way
+    /// to buffered writes, prefetch shrinks, writers wait (never a loss). Default: none beyond
+    /// --cache-size and --max-dirty.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_size, help_heading = "Buffers and caches")]
+    max_memory: Option<u64>,
     /// Refuse every change (EROFS); `-o ro` says the same.
     #[arg(long, help_heading = "Files and permissions")]
     read_only: bool,
@@ -992,6 +997,7 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             metadata_ttl: args.metadata_ttl,
             cache_size: args.cache_size,
             max_dirty: args.max_dirty,
+            max_memory: args.max_memory,
             uid: args.uid.unwrap_or(uid),
             gid: args.gid.unwrap_or(gid),
             file_mode: args.file_mode,

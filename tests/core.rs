@@ -39,6 +39,7 @@ async fn setup(cache_size: u64) -> (RunningServer, Client, Arc<Core>) {
             metadata_ttl: Duration::from_secs(1),
             cache_size,
             max_dirty: 64 * MIB,
+            max_memory: None,
             read_only: false,
             stream: StreamConfig {
                 chunk_size: 8 * MIB,

@@ -51,6 +51,7 @@ fn mount(store: &FakeStore, dir: &std::path::Path, n: usize, budget: Duration) -
             metadata_ttl: Duration::from_millis(200),
             cache_size: 1 << 20,
             max_dirty: 4096,
+            max_memory: None,
             read_only: false,
             stream: StreamConfig {
                 chunk_size: 64,
@@ -509,6 +510,7 @@ fn writers_over_the_dirty_limit_prompt_a_send() {
                 metadata_ttl: Duration::from_secs(1),
                 cache_size: 1 << 20,
                 max_dirty: 100,
+                max_memory: None,
                 read_only: false,
                 stream: StreamConfig {
                     chunk_size: 1 << 20,

@@ -36,6 +36,7 @@ fn core(store: Arc<dyn Store>, prefix: &str, dir: &std::path::Path) -> Arc<Core>
             metadata_ttl: Duration::from_millis(100),
             cache_size: 8 << 20,
             max_dirty: 1 << 20,
+            max_memory: None,
             read_only: false,
             stream: StreamConfig {
                 chunk_size: 1 << 20,
@@ -399,4 +400,104 @@ proptest! {
     fn every_read_is_a_slice_of_some_version(ops in prop::collection::vec(read_op(), 1..40)) {
         rt().block_on(run_reads(ops))?;
     }
+}
+
+/// `--max-memory`: the block cache gives way to buffered writes, and the two together stay
+/// within the one bound.
+#[test]
+fn one_memory_bound_for_cache_and_buffered_writes() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("big.bin", &bytes_for(0, 0, 6 << 20));
+        let mb: u64 = 1 << 20;
+        let c = Core::new(
+            Arc::new(store.clone()),
+            FsConfig {
+                prefix: String::new(),
+                uid: 0,
+                gid: 0,
+                file_mode: 0o644,
+                dir_mode: 0o755,
+                metadata_ttl: Duration::from_secs(5),
+                cache_size: 64 * mb,
+                max_dirty: 64 * mb,
+                max_memory: Some(4 * mb),
+                read_only: false,
+                stream: StreamConfig {
+                    chunk_size: 64 * mb,
+                    flush_interval: Duration::from_secs(60),
+                    create: CreateOptions::default(),
+                    give_up_after: Duration::from_secs(5),
+                },
+                rescue_dir: dir.path().join("rescue"),
+            },
+        );
+        let a = c.lookup(ROOT, "big.bin").await.unwrap();
+        let fh = c.open(a.ino, RO).await.unwrap();
+        let mut off = 0;
+        while off < 6 * mb {
+            off += c.read(fh, off, mb as u32).await.unwrap().len() as u64;
+        }
+        assert!(c.cached_bytes() <= 4 * mb, "cache {}", c.cached_bytes());
+        let (_, w) = c
+            .create(
+                ROOT,
+                "w.log",
+                false,
+                OpenMode {
+                    read: false,
+                    write: true,
+                },
+            )
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            c.write(w, 0, Bytes::from(vec![b'x'; mb as usize]), true)
+                .await
+                .unwrap();
+        }
+        assert_eq!(c.dirty_bytes(), 3 * mb);
+        assert!(
+            c.cached_bytes() + c.dirty_bytes() <= 4 * mb,
+            "cache {} + buffered {} over the 4 MiB bound",
+            c.cached_bytes(),
+            c.dirty_bytes()
+        );
+        c.release(w).await.unwrap();
+        assert_eq!(store.content("w.log").unwrap().len() as u64, 3 * mb);
+    });
+}
+
+/// A listing that takes long (a huge directory, a slow server) holds no lock that a `stat`
+/// of a file in the same directory needs.
+#[test]
+fn a_slow_listing_does_not_stall_a_stat() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        store.foreign_append("d/a.log", b"a\n");
+        store.foreign_append("d/b.log", b"b\n");
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let d = c.lookup(ROOT, "d").await.unwrap();
+        store.script(
+            appendfs::fs::store::fake::Call::List,
+            [appendfs::fs::store::fake::Fault::DelayMs(3000)],
+        );
+        let fh = c.opendir(d.ino).unwrap();
+        let listing = tokio::spawn({
+            let c = c.clone();
+            async move { c.readdir(fh, 0).await.map(|e| e.len()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = std::time::Instant::now();
+        let a = c.lookup(d.ino, "a.log").await.unwrap();
+        assert_eq!(c.getattr(a.ino).await.unwrap().size, 2);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "stat waited {:?} for the listing",
+            t.elapsed()
+        );
+        assert_eq!(listing.await.unwrap().unwrap(), 4);
+    });
 }

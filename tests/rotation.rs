@@ -555,6 +555,7 @@ async fn core_rules() {
             metadata_ttl: Duration::from_secs(1),
             cache_size: 1 << 20,
             max_dirty: 1 << 24,
+            max_memory: None,
             read_only: false,
             stream: StreamConfig {
                 chunk_size: 1 << 20,

@@ -26,7 +26,9 @@ impl Default for RetryPolicy {
             // Attempts are cheap next to a failed `stat`; the deadline bounds the time.
             max_attempts: 12,
             base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(5),
+            // Short waits, many attempts: a stat rides out a restart or a burst of lost
+            // answers, and a dead endpoint still surfaces as EIO within about 15 s.
+            max_delay: Duration::from_secs(2),
             total_deadline: Duration::from_secs(60),
         }
     }

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::Instrument;
 
@@ -218,9 +218,18 @@ fn fopen_flags(mode: OpenMode) -> FopenFlags {
 }
 
 impl Filesystem for Adapter {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Deliberately no FUSE_WRITEBACK_CACHE (the kernel would rewrite pages without
         // O_APPEND) and no FUSE_EXPLICIT_INVAL_DATA (readers would see NULs where new data is).
+        // READDIRPLUS: a listing hands the kernel every entry with its attributes, so `ls -l`
+        // costs no lookup per entry, and the kernel holds a reference on each entry (freed by
+        // `forget`), which bounds the mount's inode table by what the kernel keeps.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            tracing::debug!("the kernel offers no READDIRPLUS; plain readdir it is");
+        }
         Ok(())
     }
 
@@ -532,17 +541,54 @@ impl Filesystem for Adapter {
             match core.readdir(fh.0, offset).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                        let kind = match e.kind {
-                            Kind::Dir => FileType::Directory,
-                            Kind::File => FileType::RegularFile,
-                        };
-                        if reply.add(INodeNo(e.ino), (i + 1) as u64, kind, &e.name) {
+                        let ino = core.entry_ino(e);
+                        if reply.add(INodeNo(ino), (i + 1) as u64, file_type(e.kind), &e.name) {
                             break;
                         }
                     }
                     reply.ok()
                 }
                 Err(e) => reply.error(Site::new("readdir", ino.0).fail(&e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let core = self.core.clone();
+        let ttl = self.ttl;
+        self.spawn("readdirplus", ino.0, async move {
+            let mut reply = reply;
+            match core.readdir(fh.0, offset).await {
+                Ok(entries) => {
+                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                        let a = core.entry_ref(e);
+                        // One TTL for name and attributes here: the listing's attributes are
+                        // as fresh as a HEAD for the metadata TTL.
+                        if reply.add(
+                            INodeNo(a.ino),
+                            (i + 1) as u64,
+                            &e.name,
+                            &ttl,
+                            &to_attr(&a),
+                            Generation(0),
+                        ) {
+                            // Not handed over: the kernel took no reference.
+                            if e.name != "." && e.name != ".." {
+                                core.forget(a.ino, 1);
+                            }
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(Site::new("readdirplus", ino.0).fail(&e)),
             }
         });
     }
@@ -703,6 +749,13 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8], site: &Site) {
         reply.error(site.refuse(Errno::ERANGE, "attribute buffer too small"));
     } else {
         reply.data(value);
+    }
+}
+
+fn file_type(kind: Kind) -> FileType {
+    match kind {
+        Kind::Dir => FileType::Directory,
+        Kind::File => FileType::RegularFile,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct MountOptions {
     pub metadata_ttl: Duration,
     pub cache_size: u64,
     pub max_dirty: u64,
+    /// `--max-memory`: one bound for buffered writes, prefetch and the block cache.
+    pub max_memory: Option<u64>,
     pub uid: u32,
     pub gid: u32,
     pub file_mode: u16,
@@ -121,6 +123,7 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         metadata_ttl: opts.metadata_ttl,
         cache_size: opts.cache_size,
         max_dirty: opts.max_dirty,
+        max_memory: opts.max_memory,
         read_only: opts.read_only,
         stream: StreamConfig {
             chunk_size: opts.append_chunk,

@@ -42,6 +42,9 @@ struct Inner {
 pub struct BlockCache {
     store: Arc<dyn Store>,
     capacity: u64,
+    /// With `--max-memory`: the budget of buffered writes, which the cache makes room for,
+    /// and the shared bound.
+    shared: Option<(Arc<super::append::budget::DirtyBudget>, u64)>,
     inner: Mutex<Inner>,
 }
 
@@ -50,6 +53,7 @@ impl BlockCache {
         BlockCache {
             store,
             capacity,
+            shared: None,
             inner: Mutex::new(Inner {
                 lru: lru::LruCache::unbounded(),
                 bytes: 0,
@@ -66,10 +70,44 @@ impl BlockCache {
         self.lock().bytes
     }
 
+    /// Shares `max_memory` (when set) with the buffered writes counted by `dirty`.
+    pub fn sharing(
+        mut self,
+        dirty: Arc<super::append::budget::DirtyBudget>,
+        max_memory: Option<u64>,
+    ) -> Self {
+        self.shared = max_memory.map(|m| (dirty, m));
+        self
+    }
+
+    /// What the cache may hold now: its own bound, less what buffered writes use of a shared
+    /// one.
+    fn room(&self) -> u64 {
+        match &self.shared {
+            Some((dirty, max)) => self.capacity.min(max.saturating_sub(dirty.used())),
+            None => self.capacity,
+        }
+    }
+
+    /// Evicts least recently used blocks until the cache fits its room (buffered writes grew).
+    pub fn trim(&self) {
+        if self.shared.is_none() {
+            return;
+        }
+        let room = self.room();
+        let mut inner = self.lock();
+        while inner.bytes > room {
+            match inner.lru.pop_lru() {
+                Some((_, b)) => inner.bytes -= b.len() as u64,
+                None => break,
+            }
+        }
+    }
+
     /// The largest prefetch window (in blocks) this cache can hold without evicting blocks a
     /// reader is about to use: a quarter of it, at least two blocks.
     pub fn max_window(&self) -> u64 {
-        (self.capacity / 4 / BLOCK).clamp(2, MAX_WINDOW)
+        (self.room() / 4 / BLOCK).clamp(1, MAX_WINDOW)
     }
 
     /// Block `bk` of `key`, at least `want` bytes of it (fewer only if the object is shorter
@@ -266,7 +304,8 @@ impl BlockCache {
                 inner.bytes -= old.len() as u64;
             }
             inner.bytes += data.len() as u64;
-            while inner.bytes > self.capacity {
+            let room = self.room();
+            while inner.bytes > room {
                 match inner.lru.pop_lru() {
                     Some((_, b)) => inner.bytes -= b.len() as u64,
                     None => break,

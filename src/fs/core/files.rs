@@ -198,7 +198,7 @@ impl Core {
             HandleKind::File { ino, read, .. } => {
                 let sequential = offset == read.last_end && offset > 0;
                 read.window = if sequential {
-                    (read.window * 2).clamp(2, self.cache.max_window())
+                    (read.window * 2).max(2).min(self.cache.max_window())
                 } else {
                     1
                 };
@@ -395,6 +395,8 @@ impl Core {
         if let HandleKind::File { mark, .. } = &mut *lock(&h) {
             mark.last_end = mark.last_end.max(end);
         }
+        // Under a shared --max-memory, cached blocks give way to the bytes just buffered.
+        self.cache.trim();
         Ok(n)
     }
 

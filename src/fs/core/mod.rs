@@ -45,6 +45,10 @@ pub struct FsConfig {
     pub metadata_ttl: Duration,
     pub cache_size: u64,
     pub max_dirty: u64,
+    /// One bound shared by buffered writes, prefetch and the block cache (`--max-memory`):
+    /// the cache gives way to buffered writes, prefetch waits for room. `None`: the cache and
+    /// the buffers are bounded separately by `cache_size` and `max_dirty`.
+    pub max_memory: Option<u64>,
     pub read_only: bool,
     pub stream: StreamConfig,
     /// Where bytes that cannot be appended are saved (see `append::rescue`).
@@ -125,15 +129,21 @@ impl Core {
             cfg.prefix.push('/');
         }
         let (cancel, cancel_rx) = watch::channel(false);
+        let budget = Arc::new(DirtyBudget::new(
+            cfg.max_memory
+                .map_or(cfg.max_dirty, |m| cfg.max_dirty.min(m)),
+        ));
         let shared = Arc::new(Shared {
             store: store.clone(),
             config: Arc::new(cfg.stream.clone()),
-            budget: Arc::new(DirtyBudget::new(cfg.max_dirty)),
+            budget: budget.clone(),
             rescue: Arc::new(Rescue::new(cfg.rescue_dir.clone())),
             cancel: cancel_rx,
         });
         Arc::new(Core {
-            cache: Arc::new(BlockCache::new(store.clone(), cfg.cache_size)),
+            cache: Arc::new(
+                BlockCache::new(store.clone(), cfg.cache_size).sharing(budget, cfg.max_memory),
+            ),
             shared,
             cancel,
             nodes: Mutex::new(Nodes::new(&cfg.prefix)),
@@ -155,6 +165,11 @@ impl Core {
 
     pub fn dirty_bytes(&self) -> u64 {
         self.shared.budget.used()
+    }
+
+    /// Bytes held by the block cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.cached_bytes()
     }
 
     /// The rescue file, if anything had to be saved to it.

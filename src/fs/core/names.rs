@@ -18,9 +18,26 @@ use crate::oss::ObjectType;
 
 #[derive(Debug, Clone)]
 pub struct DirEntry {
+    /// 0 until the entry gets a node (most entries get one only when handed to the kernel).
     pub ino: u64,
     pub name: String,
+    /// The key (files) or key prefix (directories).
+    pub path: String,
     pub kind: Kind,
+    /// What the listing said of a file.
+    pub meta: Option<FileMeta>,
+}
+
+impl DirEntry {
+    fn at(ino: u64, name: &str, kind: Kind) -> Self {
+        DirEntry {
+            ino,
+            name: name.to_string(),
+            path: String::new(),
+            kind,
+            meta: None,
+        }
+    }
 }
 
 /// Every entry under `prefix`, following continuation tokens.
@@ -273,90 +290,118 @@ impl Core {
         }
     }
 
+    /// The entries of a directory: `.` and `..`, then directories and files in name order
+    /// with the attributes the listing gave, then files this mount is writing that the
+    /// listing does not show yet. No node is made here: only entries handed to the kernel get
+    /// one ([`Core::entry_ref`], [`Core::entry_ino`]), so memory follows what the kernel holds.
     pub async fn readdir_entries(&self, ino: u64) -> FsResult<Arc<Vec<DirEntry>>> {
         let path = self.dir_path(ino)?;
         let listing = self.listing(ino).await?;
-        let parent_ino = if ino == ROOT {
-            ROOT
-        } else {
+        let (parent_ino, streams) = {
             let nodes = lock(&self.nodes);
-            nodes
-                .by_path
-                .get(parent_path(&path))
-                .copied()
-                .unwrap_or(ROOT)
-        };
-        let mut out = vec![
-            DirEntry {
-                ino,
-                name: ".".into(),
-                kind: Kind::Dir,
-            },
-            DirEntry {
-                ino: parent_ino,
-                name: "..".into(),
-                kind: Kind::Dir,
-            },
-        ];
-        let mut refreshed = Vec::new();
-        let mut names: Vec<(String, u64)> = Vec::new();
-        {
-            let mut nodes = lock(&self.nodes);
-            let mut dirs: Vec<&String> = listing.dirs.iter().collect();
-            dirs.sort();
-            for d in dirs {
-                let n = nodes.get_or_insert(&format!("{path}{d}/"), Kind::Dir);
-                out.push(DirEntry {
-                    ino: n.ino,
-                    name: d.clone(),
-                    kind: Kind::Dir,
-                });
-            }
-            // Stale attributes are refreshed from the listing, so `ls -l` after a relisting
-            // costs no HEAD per file.
-            for (name, meta) in &listing.files {
-                let n = nodes.get_or_insert(&format!("{path}{name}"), Kind::File);
-                names.push((name.clone(), n.ino));
-                if !self.fresh(&n.meta) {
-                    refreshed.push((n.ino, meta.clone()));
-                }
-            }
+            let parent = if ino == ROOT {
+                ROOT
+            } else {
+                nodes
+                    .by_path
+                    .get(parent_path(&path))
+                    .copied()
+                    .unwrap_or(ROOT)
+            };
             // Files this mount is writing may not be listed yet: shown while they have unsent
             // bytes or an open handle (an idle stream of a file deleted elsewhere is not).
             let streams = lock(&self.streams);
-            for (sino, s) in streams.iter() {
-                if let Some(name) = s.key().strip_prefix(path.as_str()) {
-                    let live = nodes
+            let live: Vec<(String, u64)> = streams
+                .iter()
+                .filter_map(|(sino, s)| {
+                    let key = s.key();
+                    let name = key.strip_prefix(path.as_str())?;
+                    let open = nodes
                         .by_ino
                         .get(sino)
                         .is_some_and(|n| !n.detached && (n.open_handles > 0 || !s.is_idle()));
-                    if valid_name(name) && !listing.files.contains_key(name) && live && !s.is_gone()
-                    {
-                        names.push((name.to_string(), *sino));
-                    }
+                    (valid_name(name) && !listing.files.contains_key(name) && open && !s.is_gone())
+                        .then(|| (name.to_string(), *sino))
+                })
+                .collect();
+            (parent, live)
+        };
+        let mut out =
+            Vec::with_capacity(2 + listing.dirs.len() + listing.files.len() + streams.len());
+        out.push(DirEntry::at(ino, ".", Kind::Dir));
+        out.push(DirEntry::at(parent_ino, "..", Kind::Dir));
+        let mut dirs: Vec<&String> = listing.dirs.iter().collect();
+        dirs.sort();
+        out.extend(dirs.into_iter().map(|d| DirEntry {
+            ino: 0,
+            name: d.clone(),
+            path: format!("{path}{d}/"),
+            kind: Kind::Dir,
+            meta: None,
+        }));
+        out.extend(listing.files.iter().map(|(name, meta)| DirEntry {
+            ino: 0,
+            name: name.clone(),
+            path: format!("{path}{name}"),
+            kind: Kind::File,
+            meta: Some(meta.clone()),
+        }));
+        let mut streams = streams;
+        streams.sort();
+        out.extend(
+            streams
+                .into_iter()
+                .map(|(name, sino)| DirEntry::at(sino, &name, Kind::File)),
+        );
+        Ok(Arc::new(out))
+    }
+
+    /// The inode of a directory entry for plain `readdir` (no kernel reference taken).
+    pub fn entry_ino(&self, e: &DirEntry) -> u64 {
+        if e.ino != 0 {
+            return e.ino;
+        }
+        lock(&self.nodes).get_or_insert(&e.path, e.kind).ino
+    }
+
+    /// A directory entry handed to the kernel by `readdirplus`, which takes a lookup reference
+    /// on it (not on `.` and `..`): the node is made or found, referenced, and given the
+    /// listing's attributes when its own are stale (so `ls -l` costs no HEAD per file).
+    pub fn entry_ref(&self, e: &DirEntry) -> Attr {
+        let counted = e.name != "." && e.name != "..";
+        let ino = if e.ino != 0 {
+            e.ino
+        } else {
+            lock(&self.nodes).get_or_insert(&e.path, e.kind).ino
+        };
+        let ino = match (&e.meta, e.kind) {
+            (Some(meta), Kind::File) => {
+                let stale = lock(&self.nodes)
+                    .by_ino
+                    .get(&ino)
+                    .is_none_or(|n| !self.fresh(&n.meta));
+                if stale {
+                    self.store_meta(ino, meta.clone())
+                } else {
+                    ino
                 }
             }
+            _ => ino,
+        };
+        let mut nodes = lock(&self.nodes);
+        let Some(n) = nodes.by_ino.get_mut(&ino) else {
+            drop(nodes);
+            return self.dir_attr(ino);
+        };
+        if counted {
+            n.lookups += 1;
         }
-        let mut final_names = Vec::with_capacity(names.len());
-        for (name, ino) in names {
-            let ino = match refreshed.iter().position(|(i, _)| *i == ino) {
-                Some(i) => {
-                    let (_, meta) = refreshed.swap_remove(i);
-                    self.store_meta(ino, meta)
-                }
-                None => ino,
-            };
-            final_names.push((name, ino));
+        let (kind, meta) = (n.kind, n.meta.as_ref().map(|m| m.value.clone()));
+        drop(nodes);
+        match (kind, meta.or_else(|| e.meta.clone())) {
+            (Kind::File, Some(m)) => self.file_attr(ino, &m),
+            _ => self.dir_attr(ino),
         }
-        final_names.sort();
-        for (name, ino) in final_names {
-            out.push(DirEntry {
-                ino,
-                name,
-                kind: Kind::File,
-            });
-        }
-        Ok(Arc::new(out))
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {

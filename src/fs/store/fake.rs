@@ -488,6 +488,7 @@ impl Store for FakeStore {
         token: Option<&str>,
         max_keys: u32,
     ) -> Result<ListPage, ClientError> {
+        self.delay(Call::List).await;
         let mut st = self.lock();
         if let (Some(e), _) = self.before(&mut st, Call::List, Op::ListObjectsV2, "", false) {
             return Err(e);
