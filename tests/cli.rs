@@ -68,6 +68,33 @@ fn run(dir: &Path, args: &[&str]) -> Out {
     }
 }
 
+/// A whole HTTP answer, kept for the test's life.
+fn answer(status: &str, content_type: &str, body: &str) -> &'static str {
+    Box::leak(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    )
+}
+
+/// A server on loopback that answers every request with `answer`, then closes.
+fn lying_server(answer: &'static str) -> String {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://{addr}")
+}
+
 #[test]
 fn bad_command_lines_are_refused_clearly() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -84,6 +111,27 @@ fn bad_command_lines_are_refused_clearly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
+    // Servers that answer, but not as OSS would: an HTML error page (a proxy), a bucket
+    // that is not there.
+    let html = lying_server(answer(
+        "403 Forbidden",
+        "text/html",
+        "<html><body>proxy says no</body></html>",
+    ));
+    let no_bucket = lying_server(answer(
+        "404 Not Found",
+        "application/xml",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist.</Message><RequestId>R1</RequestId></Error>",
+    ));
+    let html_ep = format!("--endpoint={html}");
+    let good_passwd = {
+        use std::os::unix::fs::PermissionsExt;
+        let p = d.join("good-passwd");
+        std::fs::write(&p, "bkt:AKGOOD:good-secret\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p.display().to_string()
+    };
+    let no_bucket_ep = format!("--endpoint={no_bucket}");
     let open_passwd = d.join("open-passwd").display().to_string();
     let dead_ep = format!("--endpoint={dead}");
     // A bare `ram_role` (the attached role), against a metadata address nothing answers.
@@ -98,6 +146,14 @@ fn bad_command_lines_are_refused_clearly() {
     }
     fn helper(opts: &str) -> Vec<&str> {
         vec!["oss://bkt", "mp", "-o", opts]
+    }
+    fn helper_with<'a>(extra: &[&'a str], opts: &str) -> Vec<&'a str> {
+        let mut v = vec!["oss://bkt", "mp"];
+        v.extend_from_slice(extra);
+        v.push("-o");
+        // Leaked: a row's arguments live for the whole test.
+        v.push(Box::leak(opts.to_string().into_boxed_str()));
+        v
     }
     let rows: Vec<Row> = vec![
         // Sizes and durations, each message naming its bound.
@@ -286,8 +342,61 @@ fn bad_command_lines_are_refused_clearly() {
             vec![],
         ),
         (vec!["bogus"], 2, vec!["bogus"], vec![]),
+        // The second wave's options.
+        (
+            m(&["--max-memory", "1B"]),
+            2,
+            vec!["--max-memory", "at least 1MiB"],
+            vec![],
+        ),
+        (
+            m(&["--max-memory", "1PB"]),
+            2,
+            vec!["--max-memory", "memory"],
+            vec![],
+        ),
+        (
+            m(&["--shutdown-grace", "soon"]),
+            2,
+            vec!["--shutdown-grace", "soon"],
+            vec![],
+        ),
+        (
+            m(&["--retry-budget", "forever"]),
+            2,
+            vec!["--retry-budget", "forever"],
+            vec![],
+        ),
+        (
+            helper("shutdown_grace=x"),
+            2,
+            vec!["mount option \"shutdown_grace=x\""],
+            vec![],
+        ),
+        // Answers from servers that are not OSS, or not this bucket.
+        (
+            m(&["-f", &html_ep, "--passwd-file", &good_passwd]),
+            1,
+            vec!["HTML"],
+            vec![],
+        ),
+        (
+            m(&["-f", &no_bucket_ep, "--passwd-file", &good_passwd]),
+            1,
+            vec!["bucket \"bkt\" does not exist"],
+            vec![],
+        ),
+        (
+            helper_with(
+                &["-f"],
+                &format!("endpoint={html},passwd_file={good_passwd}"),
+            ),
+            1,
+            vec!["HTML"],
+            vec!["good-secret"],
+        ),
     ];
-    assert!(rows.len() >= 20);
+    assert!(rows.len() >= 40, "{} rows", rows.len());
     let mut failures = Vec::new();
     for (args, code, want, never) in &rows {
         let out = run(d, args);
