@@ -67,10 +67,26 @@ fn mount(store: &FakeStore, dir: &std::path::Path, n: usize, budget: Duration) -
 
 /// Opens `KEY` for appending on `core`, creating it if needed.
 async fn open_append(core: &Core) -> u64 {
-    match core.lookup(ROOT, KEY).await {
-        Ok(a) => core.open(a.ino, RW).await.expect("open"),
-        Err(_) => core.create(ROOT, KEY, false, RW).await.expect("create").1,
+    try_open_append(core).await.expect("open for appending")
+}
+
+/// As [`open_append`], tolerating faults: `None` when it cannot open now (the caller's writer
+/// then writes nothing until it can).
+async fn try_open_append(core: &Core) -> Option<u64> {
+    for _ in 0..5 {
+        let r = match core.lookup(ROOT, KEY).await {
+            Ok(a) => {
+                let r = core.open(a.ino, RW).await;
+                core.forget(a.ino, 1);
+                r
+            }
+            Err(_) => core.create(ROOT, KEY, false, RW).await.map(|(_, fh)| fh),
+        };
+        if let Ok(fh) = r {
+            return Some(fh);
+        }
     }
+    None
 }
 
 fn rescued(dirs: &[PathBuf]) -> Vec<rescue::Record> {
@@ -105,6 +121,11 @@ enum Op {
     Truncate(usize),
     /// A positional writer (no `O_APPEND`, as `cp`) writes the next line of its own file.
     Positional,
+    /// Writer `w`'s mount deletes the object; every writer then opens it anew (created).
+    Unlink(usize),
+    /// Writer `w`'s mount renames the object away (as logrotate does); every writer then
+    /// opens it anew. Lines on the way go with the rename or to the new object, never twice.
+    Rename(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -117,6 +138,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u64..20).prop_map(Op::Sleep),
         1 => (0usize..6).prop_map(Op::Truncate),
         2 => Just(Op::Positional),
+        1 => (0usize..6).prop_map(Op::Unlink),
+        1 => (0usize..6).prop_map(Op::Rename),
     ]
 }
 
@@ -139,16 +162,19 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
         .map(|i| mount(&store, dir.path(), i, budget))
         .collect();
     let writers = mounts * 2;
-    let mut handles = Vec::new();
+    let mut handles: Vec<Option<u64>> = Vec::new();
     for w in 0..writers {
-        handles.push(open_append(&ms[w / 2].core).await);
+        handles.push(Some(open_append(&ms[w / 2].core).await));
     }
+    // Keys the object was renamed to.
+    let mut renamed: Vec<String> = Vec::new();
     let mut acked: Vec<Vec<String>> = vec![Vec::new(); writers];
     // Lines of a writer whose flush failed since its previous flush.
     let mut flush_failed: Vec<bool> = vec![false; writers];
     let mut since_flush: Vec<Vec<String>> = vec![Vec::new(); writers];
     let mut foreign = Vec::new();
     let mut seq = 0usize;
+    let mut close_failed_early = vec![false; writers];
     // Lines a truncate may have discarded.
     let mut optional: std::collections::HashSet<String> = std::collections::HashSet::new();
     // The positional writer's file, on the first mount.
@@ -167,22 +193,26 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
                 seq += 1;
                 let line = format!("w{w}-{seq}\n");
                 let core = &ms[w / 2].core;
-                match core
-                    .write(handles[w], 0, Bytes::from(line.clone()), true)
-                    .await
-                {
+                let Some(fh) = handles[w] else { continue };
+                match core.write(fh, 0, Bytes::from(line.clone()), true).await {
                     Ok(n) => {
                         prop_assert_eq!(n as usize, line.len());
                         acked[w].push(line.clone());
                         since_flush[w].push(line);
                     }
-                    // Refused (a hole was reported): not acknowledged, so nothing is owed.
-                    Err(e) => prop_assert_eq!(e.errno(), libc::EIO, "write: {}", e),
+                    // Refused (a hole was reported, or the object went away under the
+                    // handle): not acknowledged, so nothing is owed.
+                    Err(e) => prop_assert!(
+                        e.errno() == libc::EIO || e.errno() == libc::ESTALE,
+                        "write: {}",
+                        e
+                    ),
                 }
             }
             Op::Flush(w) => {
                 let w = w % writers;
-                let r = ms[w / 2].core.flush(handles[w]).await;
+                let Some(fh) = handles[w] else { continue };
+                let r = ms[w / 2].core.flush(fh).await;
                 if r.is_err() {
                     flush_failed[w] = true;
                 }
@@ -214,6 +244,37 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
                     optional.extend(foreign.iter().cloned());
                 }
             }
+            Op::Unlink(w) | Op::Rename(w) => {
+                let core = &ms[(w % writers) / 2].core;
+                let done = if matches!(op, Op::Rename(_)) {
+                    seq += 1;
+                    let dst = format!("{KEY}.{seq}");
+                    let ok = core.rename(ROOT, KEY, ROOT, &dst, false).await.is_ok();
+                    if ok {
+                        renamed.push(dst);
+                    }
+                    ok
+                } else {
+                    let ok = core.unlink(ROOT, KEY).await.is_ok();
+                    if ok {
+                        // Deleted by the user: what was written before may be gone.
+                        optional.extend(acked.iter().flatten().cloned());
+                        optional.extend(foreign.iter().cloned());
+                    }
+                    ok
+                };
+                if done {
+                    for w2 in 0..writers {
+                        let c = &ms[w2 / 2].core;
+                        if let Some(fh) = handles[w2].take() {
+                            if c.release(fh).await.is_err() {
+                                close_failed_early[w2] = true;
+                            }
+                        }
+                        handles[w2] = try_open_append(c).await;
+                    }
+                }
+            }
             Op::Positional => {
                 seq += 1;
                 let line = format!("p-{seq}\n");
@@ -232,7 +293,10 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
     let _ = ms[0].core.release(pos_fh).await;
     let mut close_failed = vec![false; writers];
     for w in 0..writers {
-        close_failed[w] = ms[w / 2].core.release(handles[w]).await.is_err();
+        close_failed[w] = close_failed_early[w];
+        if let Some(fh) = handles[w] {
+            close_failed[w] |= ms[w / 2].core.release(fh).await.is_err();
+        }
     }
     for m in &ms {
         m.core
@@ -241,13 +305,21 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
     }
     store.heal();
 
-    let content = store.content(KEY).unwrap_or_default();
-    prop_assert_eq!(
-        store.crc(KEY).unwrap_or(0),
-        crc64::checksum(&content),
-        "object CRC differs from its bytes"
-    );
-    let text = String::from_utf8(content).expect("lines are UTF-8");
+    // The object and every object it was renamed to, each checked on its own.
+    let mut text = String::new();
+    let mut objects: Vec<String> = Vec::new();
+    for key in std::iter::once(KEY.to_string()).chain(renamed.iter().cloned()) {
+        let content = store.content(&key).unwrap_or_default();
+        prop_assert_eq!(
+            store.crc(&key).unwrap_or(0),
+            crc64::checksum(&content),
+            "CRC of {} differs from its bytes",
+            key
+        );
+        let t = String::from_utf8(content).expect("lines are UTF-8");
+        text.push_str(&t);
+        objects.push(t);
+    }
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let records = rescued(&ms.iter().map(|m| m.rescue_dir.clone()).collect::<Vec<_>>());
     let rescued_text: String = records
@@ -277,13 +349,20 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
                 on_object
             );
             if on_object == 1 {
-                let pos = lines.iter().position(|l| *l == line);
-                prop_assert!(
-                    pos > last_pos || last_pos.is_none(),
-                    "writer {} out of order",
-                    w
-                );
-                last_pos = pos;
+                // In order within each object (a rename splits a writer's lines in two).
+                let (obj, pos) = objects
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, o)| {
+                        o.split_inclusive('\n')
+                            .position(|l| l == line)
+                            .map(|p| (i, p))
+                    })
+                    .expect("found above");
+                if let Some((lo, lp)) = last_pos {
+                    prop_assert!(obj != lo || pos > lp, "writer {} out of order", w);
+                }
+                last_pos = Some((obj, pos));
             } else if !optional.contains(line) {
                 missing = true;
             }
