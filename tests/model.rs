@@ -252,6 +252,15 @@ async fn run_model(mounts: usize, ops: Vec<Op>, budget: Duration) -> Result<(), 
                     let ok = core.rename(ROOT, KEY, ROOT, &dst, false).await.is_ok();
                     if ok {
                         renamed.push(dst);
+                        // OSS has no atomic rename: another mount's line landing on the source
+                        // between the copy's last look and the delete goes with the source
+                        // (docs/SEMANTICS.md). This mount's own lines are held back meanwhile.
+                        let here = (w % writers) / 2;
+                        for (w2, lines) in acked.iter().enumerate() {
+                            if w2 / 2 != here {
+                                optional.extend(lines.iter().cloned());
+                            }
+                        }
                     }
                     ok
                 } else {

@@ -671,33 +671,36 @@ impl AppendStream {
             }
             Err(failed) => {
                 // The chunk and everything behind it leave together: no later byte may land
-                // after the hole before a writer has been told.
+                // after the hole before a writer has been told. The hole is marked first, so
+                // writes arriving while the bytes are saved are refused; the bytes count as
+                // finished (and a flush reports them) only once they are in the rescue file.
                 let rest: Vec<Pending> = st.pending.drain(..).collect();
                 let rest_len = st.pending_len;
                 st.pending_len = 0;
                 st.oldest = None;
                 st.flush_wanted = false;
+                st.hole = true;
+                if matches!(failed.error, FsError::Stale) {
+                    st.gone = true;
+                }
+                let end_seq = st.accepted;
+                drop(st);
+                self.rescue(&key, &chunk.data, &rest, &failed);
                 let mut writers = chunk.writers.clone();
                 for p in &rest {
                     if !writers.contains(&p.writer) {
                         writers.push(p.writer);
                     }
                 }
-                let first_seq = chunk.end_seq - n;
-                let end_seq = st.accepted;
+                let mut st = self.lock();
                 st.failures.push(Failure {
-                    first_seq,
+                    first_seq: chunk.end_seq - n,
                     end_seq,
                     error: failed.error.clone(),
                     writers,
                 });
-                st.finished = end_seq;
-                st.hole = true;
-                if matches!(failed.error, FsError::Stale) {
-                    st.gone = true;
-                }
+                st.finished = st.finished.max(end_seq);
                 drop(st);
-                self.rescue(&key, &chunk.data, &rest, &failed);
                 self.shared.budget.release(n + rest_len);
             }
         }

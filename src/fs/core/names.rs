@@ -633,65 +633,72 @@ impl Core {
         dst: &str,
         meta: &crate::oss::ObjectMeta,
     ) -> FsResult<()> {
-        let size = meta.next_append_position.unwrap_or(meta.size);
-        // The copy keeps the source's user metadata, with the mode, owner and times kept on
-        // the source's inode (rsync's chmod/utimens on its temp file) written over it.
-        let mut create = self.shared.config.create.clone();
-        create.user_meta = meta.user_meta.clone();
-        let pending = {
-            let nodes = lock(&self.nodes);
-            nodes
-                .by_path
-                .get(src)
-                .and_then(|ino| nodes.by_ino.get(ino))
-                .map(|n| n.pending)
-        };
-        if let Some(p) = pending {
-            p.write_to(&mut create.user_meta);
-        }
+        let mut size = meta.next_append_position.unwrap_or(meta.size);
+        let mut expected = meta.crc64;
         self.store.delete(dst).await?;
         let chunk = self.shared.config.chunk_size.max(BLOCK);
         let (mut pos, mut crc) = (0u64, 0u64);
         let deadline = Instant::now() + self.shared.config.give_up_after;
         let mut cancel = self.shared.cancel.clone();
-        loop {
-            let data = if pos < size {
-                let last = (pos + chunk).min(size) - 1;
-                let d = self.store.get_range(src, pos, last).await?.data;
-                if d.len() as u64 != last - pos + 1 {
-                    return Err(FsError::Io(format!("{src:?} changed while being renamed")));
+        // Another host may append to the source while it is copied: copy until a last look
+        // finds nothing new, which narrows (OSS offers no atomic rename) the window in which
+        // its bytes would go with the deleted source.
+        for round in 0.. {
+            loop {
+                let data = if pos < size {
+                    let last = (pos + chunk).min(size) - 1;
+                    let d = self.store.get_range(src, pos, last).await?.data;
+                    if d.len() as u64 != last - pos + 1 {
+                        return Err(FsError::Io(format!("{src:?} changed while being renamed")));
+                    }
+                    d
+                } else {
+                    Bytes::new()
+                };
+                let landed = exactly_once::append(
+                    exactly_once::Job {
+                        store: self.store.as_ref(),
+                        key: dst,
+                        create: &self.shared.config.create,
+                        position: pos,
+                        crc,
+                        data: &data,
+                        follow_end: false,
+                        deadline,
+                    },
+                    &mut cancel,
+                )
+                .await
+                .map_err(|f| f.error)?;
+                pos = landed.position;
+                crc = landed.crc;
+                if pos >= size {
+                    break;
                 }
-                d
-            } else {
-                Bytes::new()
-            };
-            let landed = exactly_once::append(
-                exactly_once::Job {
-                    store: self.store.as_ref(),
-                    key: dst,
-                    create: &create,
-                    position: pos,
-                    crc,
-                    data: &data,
-                    follow_end: false,
-                    deadline,
-                },
-                &mut cancel,
-            )
-            .await
-            .map_err(|f| f.error)?;
-            pos = landed.position;
-            crc = landed.crc;
-            if pos >= size {
-                break;
             }
-        }
-        if let Some(expected) = meta.crc64 {
-            if crc != expected {
+            if let Some(e) = expected {
+                if crc != e {
+                    return Err(FsError::Io(format!(
+                        "copy of {src:?} has CRC-64 {crc}, the source {e}: source replaced during rename"
+                    )));
+                }
+            }
+            let now = self.store.head(src).await?;
+            let len = now.next_append_position.unwrap_or(now.size);
+            if len == size {
+                return Ok(());
+            }
+            if round >= 8 {
+                // Deleting now would take the newest bytes with the source: not renamed.
                 return Err(FsError::Io(format!(
-                    "copy of {src:?} has CRC-64 {crc}, the source {expected}: source changed during rename"
+                    "{src:?} kept growing while being renamed; not renamed"
                 )));
             }
+            if len < size || now.object_type != Some(crate::oss::ObjectType::Appendable) {
+                return Err(FsError::Io(format!("{src:?} was replaced during rename")));
+            }
+            size = len;
+            expected = now.crc64;
         }
         Ok(())
     }
