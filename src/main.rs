@@ -144,6 +144,14 @@ struct MountArgs {
     /// $XDG_STATE_HOME/appendfs, else ~/.local/state/appendfs).
     #[arg(long, value_name = "DIR", help_heading = "Process")]
     state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (bound to that address only,
+    /// e.g. 127.0.0.1:9100); `-o metrics_addr=HOST:PORT` says the same.
+    #[arg(long, value_name = "HOST:PORT", help_heading = "Monitoring")]
+    metrics_addr: Option<String>,
+    /// Warn when the oldest unsent byte is older than this (default: 10 × --flush-interval,
+    /// at least 10s); for tests.
+    #[arg(long, env = "APPENDFS_BACKLOG_WARN_AFTER", value_parser = parse_duration, hide = true)]
+    backlog_warn_after: Option<Duration>,
     /// Options in fstab form, e.g. -o ro,flush_interval=500ms,allow_other: every option above
     /// as key=value (or key for a switch); mount(8)'s own (rw, dev, suid, _netdev, nofail,
     /// x-systemd.*, nonempty, ...) are accepted and ignored.
@@ -1020,7 +1028,17 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
         anyhow::Ok((opts, embedded.map(|(srv, _, _)| srv)))
     }
     .await;
-    let (opts, _server) = match prepared {
+    let prepared = match prepared {
+        Ok(p) => match &args.metrics_addr {
+            Some(addr) => appendfs::metrics::Endpoint::bind(addr)
+                .await
+                .map(|e| (p, Some(e)))
+                .map_err(anyhow::Error::from),
+            None => Ok((p, None)),
+        },
+        Err(e) => Err(e),
+    };
+    let ((opts, _server), metrics_endpoint) = match prepared {
         Ok(o) => o,
         Err(e) => {
             report_ready(&Err(format!("{e:#}")));
@@ -1035,6 +1053,7 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
         }
     };
     report_ready(&Ok(()));
+    let _metrics = start_monitoring(&mounted, metrics_endpoint, &args);
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
@@ -1059,7 +1078,13 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             }
         }
     }
-    match mounted.shutdown().await {
+    let result = mounted.shutdown().await;
+    // After the drain, so the summary counts its requests too.
+    tracing::info!(
+        summary = %appendfs::metrics::global().summary(),
+        "counters at unmount"
+    );
+    match result {
         None => {
             tracing::info!("all data appended; exiting");
             Ok(())
@@ -1069,4 +1094,71 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             path.display()
         ),
     }
+}
+
+/// Tasks that end when dropped (the metrics endpoint and the backlog watch).
+struct Monitoring(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Monitoring {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the metrics endpoint (when asked for) and the backlog watch, which warns, once per
+/// threshold while it lasts, when the oldest byte a writer handed over has waited longer than
+/// the threshold (a stalled or unreachable OSS), and says when the backlog has cleared.
+fn start_monitoring(
+    mounted: &appendfs::fs::mount::Mounted,
+    endpoint: Option<appendfs::metrics::Endpoint>,
+    args: &MountArgs,
+) -> Monitoring {
+    use std::sync::Arc;
+    let core = mounted.core.clone();
+    let sample: appendfs::metrics::Sampler = Arc::new(move || {
+        let age = core.oldest_unsent().map(|t| t.elapsed());
+        appendfs::metrics::global().set_backlog(core.dirty_bytes(), age);
+    });
+    let mut tasks = Vec::new();
+    if let Some(endpoint) = endpoint {
+        if let Some(addr) = endpoint.local_addr() {
+            tracing::info!(%addr, "serving metrics at http://{addr}/metrics");
+        }
+        tasks.push(tokio::spawn(endpoint.serve(sample.clone())));
+    }
+    let threshold = args
+        .backlog_warn_after
+        .unwrap_or_else(|| (args.flush_interval * 10).max(Duration::from_secs(10)));
+    let core = mounted.core.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut last_warned: Option<std::time::Instant> = None;
+        // Checked a few times per threshold, so a backlog is seen soon after it crosses it.
+        let mut tick = tokio::time::interval((threshold / 4).max(Duration::from_millis(100)));
+        loop {
+            tick.tick().await;
+            sample();
+            let age = core.oldest_unsent().map(|t| t.elapsed());
+            match age {
+                Some(age) if age >= threshold => {
+                    if last_warned.is_none_or(|t| t.elapsed() >= threshold) {
+                        tracing::warn!(
+                            oldest_unsent_secs = age.as_secs(),
+                            buffered_bytes = core.dirty_bytes(),
+                            threshold = %humantime::format_duration(threshold),
+                            "writer backlog: bytes have waited longer than the threshold to reach OSS (is OSS reachable?)"
+                        );
+                        last_warned = Some(std::time::Instant::now());
+                    }
+                }
+                _ => {
+                    if last_warned.take().is_some() {
+                        tracing::info!("writer backlog cleared");
+                    }
+                }
+            }
+        }
+    }));
+    Monitoring(tasks)
 }

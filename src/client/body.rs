@@ -76,6 +76,7 @@ impl Stream for ByteStream {
         match ready!(this.inner.as_mut().poll_next(cx)) {
             Some(Ok(chunk)) => {
                 this.received += chunk.len() as u64;
+                super::stats::bytes_read(chunk.len() as u64);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Some(Err(e)) => {

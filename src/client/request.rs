@@ -239,9 +239,12 @@ impl Inner {
             request_id = tracing::field::Empty,
         );
         let body_sent = Arc::new(AtomicBool::new(false));
+        // Set once the request goes out: only sent attempts have an outcome and a round trip.
+        let mut sent_at: Option<Instant> = None;
         let work = async {
             let request = self.build(call, &body_sent).await?;
             self.counters.request(call.op);
+            sent_at = Some(Instant::now());
             let response = self.http.execute(request).await.map_err(|e| {
                 let mut err = transport_error(call.op, call.key_str(), e);
                 // A body never handed over whole cannot have been applied: say so, so that a
@@ -271,7 +274,7 @@ impl Inner {
                 Err(err)
             }
         };
-        match tokio::time::timeout(self.config.request_timeout, work)
+        let result = match tokio::time::timeout(self.config.request_timeout, work)
             .instrument(span)
             .await
         {
@@ -290,7 +293,17 @@ impl Inner {
                 )
                 .into(),
             }),
+        };
+        if let Some(at) = sent_at {
+            let body_len = call.body.as_ref().map_or(0, |b| b.len() as u64);
+            self.counters.attempt_done(
+                call.op,
+                result.as_ref().map(|_| ()),
+                at.elapsed(),
+                body_len,
+            );
         }
+        result
     }
 
     /// The signed request for one attempt.

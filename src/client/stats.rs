@@ -1,10 +1,13 @@
 //! Per-operation request counters, so tests (and `--debug` output) can see how many HTTP requests
-//! each kind of call costs: a HEAD sneaking into every append shows up as a number.
+//! each kind of call costs: a HEAD sneaking into every append shows up as a number. Every count
+//! is mirrored into the process-wide [`crate::metrics`], with the outcome of each attempt.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use super::error::Op;
+use super::error::{ClientError, Op, TransportKind};
+use crate::metrics::{self, outcome};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -20,12 +23,55 @@ impl Counters {
 
     pub fn retry(&self, op: Op) {
         self.retries[op.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::global().retry(op);
     }
 
     pub fn failure(&self, op: Op) {
         self.failures[op.index()].fetch_add(1, Ordering::Relaxed);
+        metrics::global().failure(op);
     }
 
+    /// An attempt that was sent has finished: its outcome class, round trip and body length
+    /// (the body counts as appended only for a successful AppendObject).
+    pub fn attempt_done(
+        &self,
+        op: Op,
+        result: Result<(), &ClientError>,
+        elapsed: Duration,
+        body_len: u64,
+    ) {
+        metrics::global().attempt(op, outcome_of(result), elapsed, body_len);
+    }
+}
+
+/// Bytes of a GetObject body as they arrive.
+pub(crate) fn bytes_read(n: u64) {
+    metrics::global().bytes_read(n);
+}
+
+/// The outcome class of one attempt (the `outcome` label): a fixed, small set.
+pub(crate) fn outcome_of(result: Result<(), &ClientError>) -> &'static str {
+    match result {
+        Ok(()) => outcome::OK,
+        Err(ClientError::Oss(e)) => match e.status {
+            404 => outcome::NOT_FOUND,
+            409 => outcome::CONFLICT,
+            403 => outcome::DENIED,
+            429 | 503 => outcome::THROTTLED,
+            500..=599 => outcome::SERVER_ERROR,
+            _ => outcome::CLIENT_ERROR,
+        },
+        Err(ClientError::Transport { kind, .. }) => match kind {
+            TransportKind::Timeout => outcome::TIMEOUT,
+            _ => outcome::NETWORK,
+        },
+        Err(ClientError::Ambiguous { cause, .. }) => outcome_of(Err(cause)),
+        Err(ClientError::InvalidResponse { .. }) => outcome::INVALID_RESPONSE,
+        Err(_) => outcome::OTHER,
+    }
+}
+
+impl Counters {
     pub fn snapshot(&self) -> Stats {
         let mut ops = BTreeMap::new();
         for op in Op::ALL {

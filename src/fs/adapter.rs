@@ -68,7 +68,9 @@ impl Site {
         let (op, ino, name) = (self.op, self.ino, self.name.as_deref());
         // The errno's own words ("Permission denied") are what the user sees; log them too.
         let errno_text = std::io::Error::from_raw_os_error(code);
-        match severity(code) {
+        let severity = severity(code);
+        crate::metrics::global().fs_error(op, code, severity.label());
+        match severity {
             Severity::Expected => {
                 tracing::debug!(op, ino, name, errno = code, %errno_text, %error, "refused")
             }
@@ -93,6 +95,17 @@ enum Severity {
     Refusal,
     /// The server or the network failed, or something unexpected: warn.
     Failure,
+}
+
+impl Severity {
+    /// The `class` label of the error metric.
+    fn label(self) -> &'static str {
+        match self {
+            Severity::Expected => "expected",
+            Severity::Refusal => "refusal",
+            Severity::Failure => "failure",
+        }
+    }
 }
 
 fn severity(errno: i32) -> Severity {

@@ -168,7 +168,21 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         })
         .await
         .context("mount task")?
-        .with_context(|| format!("mounting on {}", opts.mountpoint.display()))?;
+        .map_err(|e| {
+            // fuser mounts through fusermount3 when mount(2) is refused, but a user who
+            // cannot open /dev/fuse at all (mode 0600) cannot mount FUSE, fusermount3 included.
+            // SAFETY: geteuid cannot fail.
+            let hint = if e.raw_os_error() == Some(libc::EACCES) && unsafe { libc::geteuid() } != 0
+            {
+                " (this user cannot open /dev/fuse: mounts by users other than root need it \
+                 mode 0666, the usual udev rule, and then go through fusermount3; or mount as \
+                 root)"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e)
+                .context(format!("mounting on {}{hint}", opts.mountpoint.display()))
+        })?;
     raise_readahead(&opts.mountpoint);
     let notifier = session.notifier();
     core.set_invalidator(Box::new(move |ino| {

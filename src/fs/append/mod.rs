@@ -93,6 +93,9 @@ struct State {
     accepted: u64,
     finished: u64,
     oldest: Option<Instant>,
+    /// `oldest` of the chunk in flight when it was taken, for the age of the oldest unsent
+    /// byte (metrics, backlog warning): a stalled send must keep showing its age.
+    inflight_since: Option<Instant>,
     flush_wanted: bool,
     failures: Vec<Failure>,
     /// Bytes were rescued and no writer has been told yet.
@@ -162,6 +165,7 @@ impl AppendStream {
                 accepted: 0,
                 finished: 0,
                 oldest: None,
+                inflight_since: None,
                 flush_wanted: false,
                 failures: Vec::new(),
                 hole: false,
@@ -222,6 +226,12 @@ impl AppendStream {
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
         st.pending.is_empty() && st.inflight.is_none()
+    }
+
+    /// When the oldest byte not yet confirmed by OSS (in flight or buffered) was buffered.
+    pub fn oldest_unsent(&self) -> Option<Instant> {
+        let st = self.lock();
+        st.inflight.as_ref().and(st.inflight_since).or(st.oldest)
     }
 
     /// Whether the object is known deleted (here or elsewhere).
@@ -604,6 +614,7 @@ impl AppendStream {
             }
         }
         st.pending_len -= total;
+        st.inflight_since = st.oldest;
         if st.pending.is_empty() {
             st.oldest = None;
             st.flush_wanted = false;

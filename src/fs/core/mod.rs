@@ -172,6 +172,12 @@ impl Core {
         self.cache.cached_bytes()
     }
 
+    /// When the oldest byte still waiting for OSS, across all streams, was written.
+    pub fn oldest_unsent(&self) -> Option<Instant> {
+        let streams: Vec<_> = lock(&self.streams).values().cloned().collect();
+        streams.iter().filter_map(|s| s.oldest_unsent()).min()
+    }
+
     /// The rescue file, if anything had to be saved to it.
     pub fn rescue(&self) -> &Rescue {
         &self.shared.rescue
