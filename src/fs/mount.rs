@@ -202,11 +202,14 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
 /// would stack silently), or that is a dead FUSE mount (its daemon was killed).
 fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
     let shown = mountpoint.display();
+    let dead = || {
+        anyhow::anyhow!(
+            "mount point {shown} is a dead FUSE mount (its daemon is gone: \"Transport endpoint is not connected\"); clear it with `umount -l {shown}` (or `fusermount3 -u {shown}`) and mount again"
+        )
+    };
     let md = match std::fs::metadata(mountpoint) {
         Ok(md) => md,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => bail!(
-            "mount point {shown} is a dead FUSE mount (its daemon is gone: \"Transport endpoint is not connected\"); clear it with `umount -l {shown}` (or `fusermount3 -uz {shown}`) and mount again"
-        ),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(dead()),
         Err(e) => return Err(e).with_context(|| format!("mount point {shown}")),
     };
     if !md.is_dir() {
@@ -214,9 +217,38 @@ fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
     }
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     if let Some(fstype) = mounted_fuse_at(&canonical) {
+        // The kernel may answer `stat` of a dead mount's root from its cache: ask something
+        // only a live daemon answers (bounded: a stuck daemon must not hang this command).
+        if fuse_mount_is_dead(&canonical) {
+            return Err(dead());
+        }
         bail!("{shown} already holds a FUSE mount ({fstype}); unmount it first (`umount {shown}`)");
     }
     Ok(())
+}
+
+/// Whether the FUSE mount at `path` has no daemon: `statfs` reaches the daemon (never a
+/// cache) and fails with ENOTCONN then. Waits at most two seconds for an answer.
+fn fuse_mount_is_dead(path: &Path) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+            return;
+        };
+        // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+        let rc = unsafe {
+            let mut buf: libc::statfs = std::mem::zeroed();
+            libc::statfs(c.as_ptr(), &mut buf)
+        };
+        let errno = (rc != 0).then(|| std::io::Error::last_os_error().raw_os_error());
+        let _ = tx.send(errno.flatten());
+    });
+    matches!(
+        rx.recv_timeout(Duration::from_secs(2)),
+        Ok(Some(libc::ENOTCONN))
+    )
 }
 
 /// The type of a FUSE filesystem mounted exactly at `path`, from /proc/self/mountinfo.
