@@ -635,6 +635,21 @@ impl Core {
     ) -> FsResult<()> {
         let mut size = meta.next_append_position.unwrap_or(meta.size);
         let mut expected = meta.crc64;
+        // The copy keeps the source's user metadata, with the mode, owner and times kept on
+        // the source's inode (rsync's chmod/utimens on its temp file) written over it.
+        let mut create = self.shared.config.create.clone();
+        create.user_meta = meta.user_meta.clone();
+        let pending = {
+            let nodes = lock(&self.nodes);
+            nodes
+                .by_path
+                .get(src)
+                .and_then(|ino| nodes.by_ino.get(ino))
+                .map(|n| n.pending)
+        };
+        if let Some(p) = pending {
+            p.write_to(&mut create.user_meta);
+        }
         self.store.delete(dst).await?;
         let chunk = self.shared.config.chunk_size.max(BLOCK);
         let (mut pos, mut crc) = (0u64, 0u64);
@@ -659,7 +674,7 @@ impl Core {
                     exactly_once::Job {
                         store: self.store.as_ref(),
                         key: dst,
-                        create: &self.shared.config.create,
+                        create: &create,
                         position: pos,
                         crc,
                         data: &data,
