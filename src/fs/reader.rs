@@ -112,18 +112,36 @@ impl BlockCache {
 
     /// Block `bk` of `key`, at least `want` bytes of it (fewer only if the object is shorter
     /// than the caller believed).
-    pub async fn block(self: &Arc<Self>, key: &str, bk: BlockKey, want: u64) -> FsResult<Bytes> {
+    pub async fn block(
+        self: &Arc<Self>,
+        key: &str,
+        bk: BlockKey,
+        want: u64,
+        verified: Option<(u64, u64)>,
+    ) -> FsResult<Bytes> {
         let fetch = {
             let mut inner = self.lock();
             let have = match inner.lru.get(&bk) {
                 Some(b) if b.len() as u64 >= want => return Ok(b.clone()),
-                Some(b) if !b.is_empty() => Some(b.clone()),
+                // Extended only where the cached bytes end at the verified prefix of the
+                // object, whose CRC-64 then proves the new bytes belong to the same object;
+                // otherwise the block is fetched whole (one version of the object).
+                Some(b)
+                    if !b.is_empty()
+                        && verified
+                            .is_some_and(|(len, _)| len == bk.index * BLOCK + b.len() as u64) =>
+                {
+                    Some(b.clone())
+                }
                 _ => None,
             };
             match (inner.inflight.get(&bk), have) {
                 (Some((len, f)), _) if *len >= want => f.clone(),
                 // The last block of a growing object (`tail -f`): fetch only its new bytes.
-                (_, Some(have)) => self.start_extension(&mut inner, key, bk, have, want),
+                (_, Some(have)) => {
+                    let prefix_crc = verified.map_or(0, |(_, c)| c);
+                    self.start_extension(&mut inner, key, bk, have, want, prefix_crc)
+                }
                 _ => {
                     let mut fetches = self.start_run(&mut inner, key, &[(bk, want)]);
                     fetches.pop().expect("one block asked, one fetch")
@@ -142,6 +160,7 @@ impl BlockCache {
         bk: BlockKey,
         have: Bytes,
         want: u64,
+        prefix_crc: u64,
     ) -> Fetch {
         let first = bk.index * BLOCK + have.len() as u64;
         let last = bk.index * BLOCK + want - 1;
@@ -151,10 +170,34 @@ impl BlockCache {
         let f = async move {
             let res = match this.store.get_range(&key, first, last).await {
                 Ok(d) => {
-                    let mut joined = BytesMut::with_capacity(have.len() + d.data.len());
-                    joined.extend_from_slice(&have);
-                    joined.extend_from_slice(&d.data);
-                    Ok(joined.freeze())
+                    let n = d.data.len() as u64;
+                    let at_end = d.total == Some(first + n);
+                    let same = match (at_end, d.crc64) {
+                        // The whole object's CRC must be the verified prefix's continued over
+                        // the new bytes.
+                        (true, Some(c)) => {
+                            crate::oss::crc64::combine(prefix_crc, crate::oss::crc64::checksum(&d.data), n)
+                                == c
+                        }
+                        // Cannot be checked here (it grew further, or no CRC): not joined.
+                        _ => false,
+                    };
+                    if same {
+                        let mut joined = BytesMut::with_capacity(have.len() + d.data.len());
+                        joined.extend_from_slice(&have);
+                        joined.extend_from_slice(&d.data);
+                        Ok(joined.freeze())
+                    } else if at_end && d.crc64.is_some() {
+                        // Not the object the cached bytes came from.
+                        Err(FsError::Stale)
+                    } else {
+                        // Fetch the block whole instead.
+                        this.store
+                            .get_range(&key, bk.index * BLOCK, bk.index * BLOCK + want - 1)
+                            .await
+                            .map(|d| d.data)
+                            .map_err(FsError::from)
+                    }
                 }
                 // Shorter than we were told: the reader finds out why.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(have),
@@ -324,6 +367,7 @@ impl BlockCache {
         offset: u64,
         len: u64,
         size: u64,
+        verified: Option<(u64, u64)>,
     ) -> FsResult<Bytes> {
         let end = (offset + len).min(size);
         if offset >= end {
@@ -338,7 +382,7 @@ impl BlockCache {
                 index,
             };
             let want = (size - index * BLOCK).min(BLOCK);
-            self.block(key, bk, want)
+            self.block(key, bk, want, verified)
         });
         let blocks = futures::future::try_join_all(fetches).await?;
         if let [b] = blocks.as_slice() {

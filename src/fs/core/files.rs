@@ -214,10 +214,16 @@ impl Core {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (path, generation, meta, replaced) = {
+            let (path, generation, meta, replaced, verified) = {
                 let nodes = lock(&self.nodes);
                 let n = nodes.by_ino.get(&ino).ok_or(FsError::Stale)?;
-                (n.path.clone(), n.generation, n.meta.clone(), n.replaced)
+                (
+                    n.path.clone(),
+                    n.generation,
+                    n.meta.clone(),
+                    n.replaced,
+                    n.verified,
+                )
             };
             if replaced {
                 return Err(FsError::Stale);
@@ -247,8 +253,13 @@ impl Core {
                 }
                 let data = self
                     .cache
-                    .read(&path, ino, generation, offset, size as u64, base)
-                    .await?;
+                    .read(&path, ino, generation, offset, size as u64, base, verified)
+                    .await
+                    .inspect_err(|e| {
+                        if matches!(e, FsError::Stale) {
+                            self.mark_replaced(ino);
+                        }
+                    })?;
                 let expected = want_end.min(base) - offset;
                 if (data.len() as u64) < expected {
                     return self.short_read(ino, &path, offset, data, base).await;
@@ -332,6 +343,17 @@ impl Core {
             )));
         }
         Ok(data)
+    }
+
+    /// The block cache found the object replaced (new bytes that do not extend the verified
+    /// prefix): the name gets a new inode, as [`Core::verify_growth`] does.
+    fn mark_replaced(&self, ino: u64) {
+        let new = lock(&self.nodes).replace(ino);
+        if let Some(new) = new {
+            tracing::info!(old_ino = ino, new_ino = new, "object replaced behind the mount (its new bytes do not extend the old ones): the name gets a new inode");
+            self.move_stream(ino, new);
+        }
+        self.invalidate(ino);
     }
 
     /// `data` ends at `end`, the object's known length: if it covers bytes past the verified
