@@ -291,7 +291,10 @@ for r in $(seq "$ROUNDS"); do
     unmount_fs ls
     # the same on a mount whose TTL (10 s) outlasts the first listing
     mount_fs lsttl "$EP" --metadata-ttl 10s; track_pids lsttl
-    ls -l "$WORK/m/lsttl/many" >/dev/null
+    stats_begin ls3a "$EP"
+    t0=$(now); ls -l "$WORK/m/lsttl/many" >/dev/null; t1=$(now)
+    stats_end
+    record ls3a mount "$(elapsed "$t0" "$t1")"
     stats_begin ls3 "$EP"
     t0=$(now); ls -l "$WORK/m/lsttl/many" >/dev/null; t1=$(now)
     stats_end
@@ -305,7 +308,7 @@ n = sum(1 for _ in oss2.ObjectIteratorV2(b, prefix="many/", delimiter="/", max_k
 print(f"{time.time() - t0:.6f}")
 PY
 )
-    record ls sdk "$t"; record ls2 sdk "$t"; record ls3 sdk "$t"
+    record ls sdk "$t"; record ls2 sdk "$t"; record ls3a sdk "$t"; record ls3 sdk "$t"
 done
 rss_end
 
@@ -479,8 +482,12 @@ def fmt(x):
     if x == int(x): return str(int(x))
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
 
+RSS_LIMIT = 64 + 256  # MiB: issue 12's 64 MiB plus the default --cache-size
 def rss(wl):
-    return f"{max(res[wl]['rss_kib']) / 1024:.0f} MiB" if wl in res and "rss_kib" in res[wl] else "–"
+    if wl not in res or "rss_kib" not in res[wl]:
+        return "–"
+    v = max(res[wl]["rss_kib"]) / 1024
+    return f"{v:.0f} MiB" + (f" **(> {RSS_LIMIT})**" if v > RSS_LIMIT else "")
 
 def cpu(wl):
     return f"{med(wl, 'cpu') / tick:.2f} s" if "cpu" in res.get(wl, {}) else "–"
@@ -498,8 +505,10 @@ m, c = size / med("read_lo", "mount"), size / med("read_lo", "curl")
 g = op_count("read_lo", "GetObject") / rounds
 row("1", f"cold `cat` {size} MiB, loopback (MiB/s) / `curl` GET", f"{m:.0f}", f"{c:.0f}", m / c,
     "≥ 0.6×", m / c >= 0.6, reqs("read_lo", rounds), io("read_lo", rounds), "read_lo",
-    f"{g:.0f} GETs per read, daemon CPU {cpu('read_lo')} for {size} MiB ({size / max(med('read_lo', 'cpu') / tick, 1e-9):.0f} MiB per CPU-second); "
-    "with 2 shared cores, the daemon's CPU per byte (HTTP body handling, copies into FUSE replies) and `cat`'s own read/write of each 128 KiB FUSE page run against curl's single copy into /dev/null.")
+    f"{g:.0f} GETs per read ({mib(size * 1048576 / max(g, 1))} each on average); the daemon used {cpu('read_lo')} of CPU "
+    f"per {size} MiB ({size / max(med('read_lo', 'cpu') / tick, 1e-9):.0f} MiB per CPU-second) while the whole curl GET took "
+    f"{med('read_lo', 'curl'):.2f} s of wall time: CPU per byte in the daemon (body handling, copies into FUSE replies) "
+    "plus `cat`'s round trips through FUSE, on 2 shared cores.")
 # 2
 m, c = size / med("append_lo", "mount"), size / med("append_lo", "curl")
 a = op_count("append_lo", "AppendObject") / rounds
@@ -531,17 +540,26 @@ row("4", "`echo >>` (ops/s) / oss2 `append_object` loop", f"{m:.0f}", f"{s:.0f}"
     "several FUSE round trips plus one HTTP round trip, against the SDK's one HTTP round trip on a kept-alive connection, both on one shared CPU pair.")
 # 5
 m, s = med("ls", "mount"), med("ls", "sdk")
-row("5a", f"`ls -l` of {objects} objects, fresh mount (s) / oss2 ObjectIteratorV2", f"{m:.2f}", f"{s:.2f}",
-    m / s, "≤ 1.5× (time)", m / s <= 1.5, reqs("ls", rounds), io("ls", rounds), "ls",
-    f"requests per listing: {reqs('ls', rounds)}; daemon CPU {cpu('ls')}; every entry costs "
-    "lookup/getattr/getxattr round trips to the daemon even when no request is sent.")
+pages = -(-objects // 1000)
+m3a = med("ls3a", "mount")
+row("5a", f"`ls -l` of {objects} objects, fresh mount, default 1 s TTL (s) / oss2 ObjectIteratorV2 (1000 per page)",
+    f"{m:.2f}", f"{s:.2f}", m / s, "≤ 1.5× (time)", m / s <= 1.5, reqs("ls", rounds), io("ls", rounds), "ls",
+    f"{reqs('ls', rounds)} per listing, where {pages} pages would do. An `ls -l` that lasts longer than the 1 s TTL "
+    "counted from when the listing arrived finds the entries stat-ed after it expired, and each then costs a HEAD "
+    f"and a LIST (row 5c, the same on a 10 s TTL mount: {reqs('ls3a', rounds)}, {m3a:.2f} s = {m3a / s:.2f}× the SDK). "
+    "With no requests at all, the per-entry FUSE round trips (lookup/getattr/getxattr) still put `ls -l` "
+    f"at {med('ls3', 'mount') / s:.2f}× the SDK (row 5d).")
 m2 = med("ls2", "mount")
 n2 = op_count("ls2") / rounds
 row("5b", "second `ls -l` right after, default 1 s TTL (s) / SDK", f"{m2:.2f}", f"{s:.2f}", m2 / s,
     "0 requests if within TTL", None, reqs("ls2", rounds), io("ls2", rounds), "ls")
 m3 = med("ls3", "mount")
 n3 = op_count("ls3") / rounds
-row("5c", "second `ls -l` on a `--metadata-ttl 10s` mount (s) / SDK", f"{m3:.2f}", f"{s:.2f}", m3 / s,
+row("5c", "first `ls -l` on a fresh `--metadata-ttl 10s` mount (s) / SDK", f"{m3a:.2f}", f"{s:.2f}", m3a / s,
+    "≤ 1.5× (time)", m3a / s <= 1.5, reqs("ls3a", rounds), io("ls3a", rounds), "ls",
+    f"{reqs('ls3a', rounds)} per listing: requests are not what bounds it here; the per-entry FUSE round trips "
+    "(lookup, getattr, getxattr of each of the entries) are, against one HTTP round trip per 1000 entries for the SDK.")
+row("5d", "second `ls -l` on that mount, within its TTL (s) / SDK", f"{m3:.2f}", f"{s:.2f}", m3 / s,
     "0 requests", n3 == 0, reqs("ls3", rounds), io("ls3", rounds), "ls",
     f"{reqs('ls3', rounds)} per second listing although every entry was listed within the TTL.")
 # 6
@@ -571,6 +589,10 @@ row("8", f"random 4 KiB O_DIRECT reads of {size} MiB (reads/s) / ranged GETs, on
     reqs("random", randn * rounds) + " per read", io("random", randn * rounds) + " per read", "random",
     f"{gr:.2f} GETs and {mib(bpr)} fetched per 4 KiB read.")
 
+over = sorted({r[0] for r in rows if "**(>" in r[-1]})
+if over:
+    notes.append(f"- **Peak RSS** above 64 MiB + the 256 MiB cache in rows {', '.join(over)}: "
+                 "the block cache plus the GET bodies in flight (prefetch window) are not counted against one limit.")
 head = ["#", "workload (appendfs ÷ baseline)", "appendfs", "baseline", "ratio", "target", "met",
         "mount's requests", "bytes sent / received by server", "daemon CPU per round", "peak RSS"]
 tbl = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
