@@ -17,10 +17,11 @@
 #   8  random 4 KiB O_DIRECT preads of the SIZE MiB object  vs  the same ranged GETs (keep-alive)
 #
 # Uses a release build and `appendfs serve --memory --anonymous`, all on 127.0.0.1. Writes the
-# table to BENCHMARKS.md (with the machine and the command) and prints it.
+# table to BENCHMARKS.md (with the machine and the command) and prints it. When `perf` is there,
+# one extra cold `cat` of row 1 (not timed) is profiled and the daemon's top symbols are added.
 #
 #   scripts/bench.sh [--quick] [--size MIB] [--rounds N] [--appends N] [--objects N]
-#                    [--lines N] [--tail N] [--random N] [--out FILE]
+#                    [--lines N] [--tail N] [--random N] [--out FILE] [--no-profile]
 #   defaults: --size 256 --rounds 3 --appends 2000 --objects 10000 --lines 500 --tail 100 --random 2000
 #   --quick:  --size 32  --rounds 2 --appends 300  --objects 2000  --lines 100 --tail 30  --random 300
 # Needs root and /dev/fuse (FUSE mounts), curl, python3.
@@ -31,6 +32,7 @@ CMDLINE="scripts/bench.sh${*:+ $*}"
 
 SIZE_MIB=256 ROUNDS=3 APPENDS=2000 OBJECTS=10000 LINES=500 TAILN=100 RANDN=2000
 OUT="$REPO/BENCHMARKS.md"
+PROFILE=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) SIZE_MIB=32 ROUNDS=2 APPENDS=300 OBJECTS=2000 LINES=100 TAILN=30 RANDN=300 ;;
@@ -42,6 +44,7 @@ while [[ $# -gt 0 ]]; do
         --tail) TAILN=$2; shift ;;
         --random) RANDN=$2; shift ;;
         --out) OUT=$2; shift ;;
+        --no-profile) PROFILE=0 ;;
         -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -186,6 +189,18 @@ for r in $(seq "$ROUNDS"); do
     record read_lo curl "$(elapsed "$t0" "$t1")"
 done
 rss_end
+: >"$WORK/profile.txt"
+if [[ $PROFILE -eq 1 ]] && command -v perf >/dev/null; then
+    mount_fs cold "$EP"
+    perf record -F 1999 -g -p "${MPID[cold]}" -o "$WORK/perf.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 0.5
+    cat "$WORK/m/cold/big.bin" >/dev/null
+    kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+    perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null \
+        | grep -E '^ +[0-9.]+%' | head -15 | sed -E 's/( +-)+ *$//; s/^ +//; s/  +/  /g' >"$WORK/profile.txt" || true
+    unmount_fs cold
+fi
 
 # ---- 2. streaming append, loopback ----------------------------------------------------------
 echo "bench: 2 streaming append" >&2
@@ -471,7 +486,7 @@ def io(wl, per):
 
 def op_count(wl, *ops):
     s = stats(wl)
-    return sum(s.get(o, {}).get("requests", 0) for o in ops)
+    return sum(v.get("requests", 0) for o, v in s.items() if not ops or o in ops)
 
 def mib(b):
     if b >= 1 << 20: return f"{b / (1 << 20):.1f} MiB"
@@ -480,6 +495,7 @@ def mib(b):
 
 def fmt(x):
     if x == int(x): return str(int(x))
+    if abs(x) < 0.01: return f"{x:.4f}"
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
 
 RSS_LIMIT = 64 + 256  # MiB: issue 12's 64 MiB plus the default --cache-size
@@ -536,7 +552,7 @@ per = op_count("echo") / (appends * rounds)
 row("4", "`echo >>` (ops/s) / oss2 `append_object` loop", f"{m:.0f}", f"{s:.0f}", m / s,
     "≥ 2×, 1 request each", m / s >= 2 and per <= 1.0001, reqs("echo", appends * rounds) + " per echo",
     io("echo", appends * rounds) + " per echo", "echo",
-    f"{per:.2f} requests per echo; each `echo >>` is open, getattr/getxattr, write, flush (waits for the AppendObject answer), release: "
+    f"{per:.4g} requests per echo; each `echo >>` is open, getattr/getxattr, write, flush (waits for the AppendObject answer), release: "
     "several FUSE round trips plus one HTTP round trip, against the SDK's one HTTP round trip on a kept-alive connection, both on one shared CPU pair.")
 # 5
 m, s = med("ls", "mount"), med("ls", "sdk")
@@ -544,9 +560,11 @@ pages = -(-objects // 1000)
 m3a = med("ls3a", "mount")
 row("5a", f"`ls -l` of {objects} objects, fresh mount, default 1 s TTL (s) / oss2 ObjectIteratorV2 (1000 per page)",
     f"{m:.2f}", f"{s:.2f}", m / s, "≤ 1.5× (time)", m / s <= 1.5, reqs("ls", rounds), io("ls", rounds), "ls",
-    f"{reqs('ls', rounds)} per listing, where {pages} pages would do. An `ls -l` that lasts longer than the 1 s TTL "
-    "counted from when the listing arrived finds the entries stat-ed after it expired, and each then costs a HEAD "
-    f"and a LIST (row 5c, the same on a 10 s TTL mount: {reqs('ls3a', rounds)}, {m3a:.2f} s = {m3a / s:.2f}× the SDK). "
+    f"{reqs('ls', rounds)} per listing, where {pages} pages would do. "
+    + ("An `ls -l` that lasts longer than the 1 s TTL counted from when the listing arrived finds the entries "
+       "stat-ed after it expired, and each then costs a HEAD and a LIST "
+       if op_count("ls", "HeadObject") / rounds > objects / 20 else "")
+    + f"(row 5c, the same on a 10 s TTL mount: {reqs('ls3a', rounds)}, {m3a:.2f} s = {m3a / s:.2f}× the SDK). "
     "With no requests at all, the per-entry FUSE round trips (lookup/getattr/getxattr) still put `ls -l` "
     f"at {med('ls3', 'mount') / s:.2f}× the SDK (row 5d).")
 m2 = med("ls2", "mount")
@@ -587,18 +605,23 @@ bpr = stats("random").get("GetObject", {}).get("bytes_sent", 0) / (randn * round
 row("8", f"random 4 KiB O_DIRECT reads of {size} MiB (reads/s) / ranged GETs, one kept-alive connection",
     f"{m:.0f}", f"{h:.0f}", m / h, "small reads stay small (≤ 64 KiB fetched per read)", bpr <= 64 * 1024,
     reqs("random", randn * rounds) + " per read", io("random", randn * rounds) + " per read", "random",
-    f"{gr:.2f} GETs and {mib(bpr)} fetched per 4 KiB read.")
+    f"{gr:.2f} GETs and {mib(bpr)} fetched per 4 KiB read ({mib(bpr * randn)} per round for "
+    f"{mib(4096 * randn)} read): the first read in a 1 MiB block fetches the whole block.")
 
 over = sorted({r[0] for r in rows if "**(>" in r[-1]})
 if over:
     notes.append(f"- **Peak RSS** above 64 MiB + the 256 MiB cache in rows {', '.join(over)}: "
-                 "the block cache plus the GET bodies in flight (prefetch window) are not counted against one limit.")
+                 "the excess is memory outside the block cache (not attributed by this script).")
 head = ["#", "workload (appendfs ÷ baseline)", "appendfs", "baseline", "ratio", "target", "met",
         "mount's requests", "bytes sent / received by server", "daemon CPU per round", "peak RSS"]
 tbl = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 tbl += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 table = "\n".join(tbl)
 print(table)
+prof = open(f"{work}/profile.txt").read().strip()
+profile = ("\n### Profile of the daemon during one cold `cat` of row 1\n\n"
+           "`perf record -F 1999 -g` on the mount process, self time by symbol (top 15):\n\n"
+           "```\n" + prof + "\n```\n") if prof else ""
 md = f"""# Benchmarks
 
 Generated by `scripts/bench.sh`; every ratio compares two things measured in the same run,
@@ -620,7 +643,7 @@ the default 256 MiB, max dirty 256 MiB).
 ## What bounds it (rows that miss their target)
 
 {chr(10).join(notes) if notes else "Every target is met."}
-"""
+{profile}"""
 open(out, "w").write(md)
 PY
 echo "bench: wrote $OUT" >&2
