@@ -24,6 +24,17 @@ pub const MAX_WINDOW: u64 = 64;
 /// Most blocks fetched by one prefetch GET.
 pub const RUN_BLOCKS: u64 = 8;
 
+/// The object a read is for, as the namespace knows it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incarnation<'a> {
+    pub key: &'a str,
+    pub ino: u64,
+    /// Bumped when the object is replaced: blocks of older generations are never served.
+    pub generation: u64,
+    /// Length and CRC-64 of the prefix known to belong to this object.
+    pub verified: Option<(u64, u64)>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BlockKey {
     pub ino: u64,
@@ -357,18 +368,21 @@ impl BlockCache {
         }
     }
 
-    /// Bytes `offset..offset+len` of `key`, whose remote length is `size`: reads every block in
+    /// Bytes `offset..offset+len` of `obj`, whose remote length is `size`: reads every block in
     /// the range concurrently and joins them.
     pub async fn read(
         self: &Arc<Self>,
-        key: &str,
-        ino: u64,
-        generation: u64,
+        obj: &Incarnation<'_>,
         offset: u64,
         len: u64,
         size: u64,
-        verified: Option<(u64, u64)>,
     ) -> FsResult<Bytes> {
+        let Incarnation {
+            key,
+            ino,
+            generation,
+            verified,
+        } = *obj;
         let end = (offset + len).min(size);
         if offset >= end {
             return Ok(Bytes::new());

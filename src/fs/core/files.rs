@@ -12,7 +12,7 @@ use super::{lock, Attr, Core, HandleKind, OpenMode, ReadState};
 use crate::fs::append::{exactly_once, AppendStream, WriteMark};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::namespace::{Cached, FileMeta, Kind, PosixMeta};
-use crate::fs::reader::BLOCK;
+use crate::fs::reader::{Incarnation, BLOCK};
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
 
@@ -253,7 +253,17 @@ impl Core {
                 }
                 let data = self
                     .cache
-                    .read(&path, ino, generation, offset, size as u64, base, verified)
+                    .read(
+                        &Incarnation {
+                            key: &path,
+                            ino,
+                            generation,
+                            verified,
+                        },
+                        offset,
+                        size as u64,
+                        base,
+                    )
                     .await
                     .inspect_err(|e| {
                         if matches!(e, FsError::Stale) {
