@@ -501,3 +501,33 @@ fn a_slow_listing_does_not_stall_a_stat() {
         assert_eq!(listing.await.unwrap().unwrap(), 4);
     });
 }
+
+/// `ls -l` of a directory that takes longer than the metadata TTL: lookups of entries the
+/// (now stale) listing named cost one relisting, not a HEAD and a LIST each.
+#[test]
+fn lookups_after_a_listing_went_stale_cost_one_relisting() {
+    rt().block_on(async {
+        use appendfs::fs::store::fake::Call;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        for i in 0..300 {
+            store.foreign_append(&format!("d/f{i:03}.log"), b"x\n");
+        }
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let d = c.lookup(ROOT, "d").await.unwrap();
+        let fh = c.opendir(d.ino).unwrap();
+        assert_eq!(c.readdir(fh, 0).await.unwrap().len(), 302);
+        tokio::time::sleep(Duration::from_millis(150)).await; // past the 100 ms TTL
+        let (lists, heads) = (store.calls(Call::List), store.calls(Call::Head));
+        for i in 0..300 {
+            let a = c.lookup(d.ino, &format!("f{i:03}.log")).await.unwrap();
+            assert_eq!(c.getattr(a.ino).await.unwrap().size, 2);
+        }
+        let (lists, heads) = (
+            store.calls(Call::List) - lists,
+            store.calls(Call::Head) - heads,
+        );
+        assert_eq!(heads, 0, "no HEAD per entry");
+        assert!(lists <= 3, "{lists} listings for 300 lookups");
+    });
+}

@@ -16,6 +16,10 @@ use crate::fs::reader::BLOCK;
 use crate::fs::store::Store;
 use crate::oss::ObjectType;
 
+/// Entries in a directory whose listing is refreshed whole to answer lookups of its entries
+/// (20 pages of ListObjectsV2).
+const RELIST_MAX: usize = 20_000;
+
 #[derive(Debug, Clone)]
 pub struct DirEntry {
     /// 0 until the entry gets a node (most entries get one only when handed to the kernel).
@@ -170,13 +174,28 @@ impl Core {
             return Ok(self.take_ref_ino(ino, &meta));
         }
         // A fresh listing of the parent answers without a request.
-        let cached = {
+        let (cached, relist) = {
             let nodes = lock(&self.nodes);
             let n = nodes.by_ino.get(&parent).ok_or(FsError::Stale)?;
             match &n.listing {
-                Some(l) if l.at.elapsed() < self.cfg.metadata_ttl => Some(l.value.clone()),
-                _ => None,
+                Some(l) if l.at.elapsed() < self.cfg.metadata_ttl => (Some(l.value.clone()), false),
+                // `ls -l` of a large directory outlives the TTL while it stats entry after
+                // entry: a recent listing that named the entry is refreshed once, shared by
+                // every lookup, instead of a HEAD and a LIST per entry. Only for directories
+                // of a few pages, so a single stat in a huge one stays two requests.
+                Some(l)
+                    if l.at.elapsed() < self.cfg.metadata_ttl * 10
+                        && l.value.files.len() + l.value.dirs.len() <= RELIST_MAX
+                        && (l.value.files.contains_key(name) || l.value.dirs.contains(name)) =>
+                {
+                    (None, true)
+                }
+                _ => (None, false),
             }
+        };
+        let cached = match (cached, relist) {
+            (None, true) => Some(self.listing(parent).await?),
+            (c, _) => c,
         };
         if let Some(l) = cached {
             if l.dirs.contains(name) {
