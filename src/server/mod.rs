@@ -199,9 +199,16 @@ impl RunningServer {
     }
 
     /// Stops accepting and drops open connections.
+    /// Stops accepting, ends open connections, and returns once the store is released (a
+    /// data directory can then be opened again at once: redb allows one opener).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // Connection tasks end on the stop signal, each dropping its reference to the state.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&self.state) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
 
