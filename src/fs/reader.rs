@@ -48,6 +48,9 @@ struct Inner {
     lru: lru::LruCache<BlockKey, Bytes>,
     bytes: u64,
     inflight: HashMap<BlockKey, (u64, Fetch)>,
+    /// For blocks extended here: the object's length and CRC-64 where the block ends, as
+    /// proven by the extension (so the next one can be proven too).
+    proven: HashMap<BlockKey, (u64, u64)>,
 }
 
 pub struct BlockCache {
@@ -69,6 +72,7 @@ impl BlockCache {
                 lru: lru::LruCache::unbounded(),
                 bytes: 0,
                 inflight: HashMap::new(),
+                proven: HashMap::new(),
             }),
         }
     }
@@ -109,7 +113,10 @@ impl BlockCache {
         let mut inner = self.lock();
         while inner.bytes > room {
             match inner.lru.pop_lru() {
-                Some((_, b)) => inner.bytes -= b.len() as u64,
+                Some((k, b)) => {
+                    inner.bytes -= b.len() as u64;
+                    inner.proven.remove(&k);
+                }
                 None => break,
             }
         }
@@ -134,23 +141,27 @@ impl BlockCache {
             let mut inner = self.lock();
             let have = match inner.lru.get(&bk) {
                 Some(b) if b.len() as u64 >= want => return Ok(b.clone()),
-                // Extended only where the cached bytes end at the verified prefix of the
-                // object, whose CRC-64 then proves the new bytes belong to the same object;
-                // otherwise the block is fetched whole (one version of the object).
-                Some(b)
-                    if !b.is_empty()
-                        && verified
-                            .is_some_and(|(len, _)| len == bk.index * BLOCK + b.len() as u64) =>
-                {
-                    Some(b.clone())
+                // Extended only where the cached bytes end at a proven prefix of the object
+                // (the node's verified one, or one an earlier extension proved), whose CRC-64
+                // then proves the new bytes belong to the same object; otherwise the block is
+                // fetched whole (one version of the object).
+                Some(b) if !b.is_empty() => {
+                    let (b, end) = (b.clone(), bk.index * BLOCK + b.len() as u64);
+                    let at_end = |p: &(u64, u64)| p.0 == end;
+                    let prefix = inner
+                        .proven
+                        .get(&bk)
+                        .copied()
+                        .filter(at_end)
+                        .or(verified.filter(at_end));
+                    prefix.map(|(_, crc)| (b, crc))
                 }
                 _ => None,
             };
             match (inner.inflight.get(&bk), have) {
                 (Some((len, f)), _) if *len >= want => f.clone(),
                 // The last block of a growing object (`tail -f`): fetch only its new bytes.
-                (_, Some(have)) => {
-                    let prefix_crc = verified.map_or(0, |(_, c)| c);
+                (_, Some((have, prefix_crc))) => {
                     self.start_extension(&mut inner, key, bk, have, want, prefix_crc)
                 }
                 _ => {
@@ -174,7 +185,9 @@ impl BlockCache {
         prefix_crc: u64,
     ) -> Fetch {
         let first = bk.index * BLOCK + have.len() as u64;
-        let last = bk.index * BLOCK + want - 1;
+        // To the block's end (clamped by OSS to the object's): the answer then reaches the
+        // object's end, whose CRC proves the new bytes, even when it grew since `want`.
+        let last = bk.index * BLOCK + BLOCK - 1;
         let this = self.clone();
         let key = key.to_string();
         let span = tracing::debug_span!("block_extend", key = %key, block = bk.index, from = first, to = last);
@@ -197,6 +210,9 @@ impl BlockCache {
                         let mut joined = BytesMut::with_capacity(have.len() + d.data.len());
                         joined.extend_from_slice(&have);
                         joined.extend_from_slice(&d.data);
+                        if let Some(c) = d.crc64 {
+                            this.lock().proven.insert(bk, (first + n, c));
+                        }
                         Ok(joined.freeze())
                     } else if at_end && d.crc64.is_some() {
                         // Not the object the cached bytes came from.
@@ -361,7 +377,10 @@ impl BlockCache {
             let room = self.room();
             while inner.bytes > room {
                 match inner.lru.pop_lru() {
-                    Some((_, b)) => inner.bytes -= b.len() as u64,
+                    Some((k, b)) => {
+                        inner.bytes -= b.len() as u64;
+                        inner.proven.remove(&k);
+                    }
                     None => break,
                 }
             }
