@@ -95,6 +95,11 @@ impl Core {
             Err(lead) => lead,
         };
         let path = lead.path.clone();
+        // The stale listing goes now, not when the new one is stored: a large directory's two
+        // listings are never held at once (lookups that wait for this one find the new one).
+        if let Some(n) = lock(&self.nodes).by_ino.get_mut(&dir_ino) {
+            n.listing = None;
+        }
         let (entries, prefixes) = list_all(self.store.as_ref(), &path, Some("/"))
             .await
             .inspect_err(|e| {
