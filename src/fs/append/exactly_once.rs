@@ -116,6 +116,8 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
     // Another writer is known to append to this object.
     let mut foreign = false;
     let mut attempt = 0u32;
+    // 409s lost by this chunk so far (for the spreading pause after each).
+    let mut conflicts = 0u32;
     let mut last_error: Option<ClientError> = None;
     let fail = |error: FsError, ambiguous: &[(u64, Option<u64>)], position| Failed {
         error,
@@ -165,6 +167,7 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                 }
             }
         };
+        let sent = Instant::now();
         let Some(outcome) = or_cancel(cancel, send).await else {
             // Cut off mid-request: it may still apply.
             ambiguous.push((position, crc));
@@ -224,6 +227,16 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                 position = len;
                 crc = None;
                 last_error = Some(cause);
+                conflicts += 1;
+                // Every writer that lost this race learned the same new end at the same
+                // moment: sending at once would make them race again. A random pause of up
+                // to a few round trips of this attempt, doubling with each loss, spreads
+                // them out so that most attempts win.
+                let spread = sent.elapsed() * (1u32 << conflicts.min(4));
+                let pause = spread.mul_f64(rand::random::<f64>());
+                if or_cancel(cancel, tokio::time::sleep(pause)).await.is_none() {
+                    return Err(fail(FsError::ShuttingDown, &ambiguous, position));
+                }
                 continue;
             }
         } else if cause.is_ambiguous() {
