@@ -59,6 +59,10 @@ pub struct Landed {
     pub crc: u64,
     /// Where the chunk's first byte went.
     pub at: u64,
+    /// 409s this chunk got before it landed.
+    pub lost_races: u32,
+    /// How long the last attempt took.
+    pub round_trip: Duration,
 }
 
 /// Errors after which no attempt can succeed: the error to report, or the cause back.
@@ -198,12 +202,16 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                         position: position + n,
                         crc: e,
                         at: position,
+                        lost_races: conflicts,
+                        round_trip: sent.elapsed(),
                     }),
                     // The body was checked by Content-MD5; the object's CRC is OSS's word.
                     (None, c) => Ok(Landed {
                         position: position + n,
                         crc: c.unwrap_or(0),
                         at: position,
+                        lost_races: conflicts,
+                        round_trip: sent.elapsed(),
                     }),
                 };
             }
@@ -228,13 +236,11 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                 crc = None;
                 last_error = Some(cause);
                 conflicts += 1;
-                // Every writer that lost this race learned the same new end at the same
-                // moment: sending at once would make them race again. A random pause of up
-                // to a few round trips of this attempt, doubling with each loss, spreads
-                // them out so that most attempts win.
-                let spread = sent.elapsed() * (1u32 << conflicts.min(4));
-                let pause = spread.mul_f64(rand::random::<f64>());
-                if or_cancel(cancel, tokio::time::sleep(pause)).await.is_none() {
+                // Every writer that lost this race learned the same new end at once.
+                let pause = super::contention::after_lost_race(sent.elapsed(), conflicts);
+                // (A zero sleep would still wait for the timer's next millisecond tick.)
+                if !pause.is_zero() && or_cancel(cancel, tokio::time::sleep(pause)).await.is_none()
+                {
                     return Err(fail(FsError::ShuttingDown, &ambiguous, position));
                 }
                 continue;
@@ -334,6 +340,8 @@ pub async fn append(job: Job<'_>, cancel: &mut watch::Receiver<bool>) -> Result<
                         position: len,
                         crc: end_crc,
                         at,
+                        lost_races: conflicts,
+                        round_trip: sent.elapsed(),
                     });
                 }
                 Ok(false) => {}

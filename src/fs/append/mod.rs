@@ -17,6 +17,7 @@
 //! resumes at the object's end.
 
 pub mod budget;
+pub mod contention;
 pub mod exactly_once;
 pub mod rescue;
 
@@ -133,8 +134,9 @@ pub struct AppendStream {
     state: Mutex<State>,
     wake: Notify,
     progress: watch::Sender<u64>,
-    /// Held while a chunk is being sent or the object is being renamed, replaced or deleted.
-    send_lock: tokio::sync::Mutex<()>,
+    /// Held while a chunk is being sent or the object is being renamed, replaced or deleted;
+    /// it guards what is known of other writers of the object.
+    send_lock: tokio::sync::Mutex<contention::Contention>,
     /// This stream, to start its uploader again.
     this: std::sync::Weak<AppendStream>,
 }
@@ -176,7 +178,7 @@ impl AppendStream {
             }),
             wake: Notify::new(),
             progress,
-            send_lock: tokio::sync::Mutex::new(()),
+            send_lock: tokio::sync::Mutex::new(contention::Contention::default()),
         });
         stream.spawn_uploader();
         stream
@@ -195,7 +197,7 @@ impl AppendStream {
 
     /// Holds back sending (the file is being renamed or deleted); writes keep being buffered.
     /// Waits for a chunk in flight to finish first.
-    pub async fn pause(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub async fn pause(&self) -> tokio::sync::MutexGuard<'_, contention::Contention> {
         self.send_lock.lock().await
     }
 
@@ -642,7 +644,15 @@ impl AppendStream {
     }
 
     async fn send_one(&self) {
-        let _sending = self.send_lock.lock().await;
+        let mut sending = self.send_lock.lock().await;
+        if let Some(pause) = sending.before_send() {
+            // Others are appending and this writer had its run: step aside, cancellably.
+            let mut cancel = self.shared.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                Ok(_) = cancel.wait_for(|c| *c) => {}
+            }
+        }
         let (chunk, position, crc) = {
             let mut st = self.lock();
             if st.gone {
@@ -674,6 +684,7 @@ impl AppendStream {
         st.inflight = None;
         match result {
             Ok(landed) => {
+                sending.landed(landed.lost_races, landed.round_trip);
                 st.position = landed.position;
                 st.crc = landed.crc;
                 st.finished = st.finished.max(chunk.end_seq);
