@@ -616,8 +616,10 @@ fn parse_command_line() -> Result<Cli, ExitCode> {
             eprintln!("appendfs: {e}");
             return Err(ExitCode::from(USAGE_ERROR));
         }
-        if let Err(e) = check_mount_point(&args.mountpoint) {
-            eprintln!("appendfs: {e}");
+        // Checked again when mounting; here so that the error reaches the terminal before a
+        // background daemon starts.
+        if let Err(e) = appendfs::fs::mount::check_mountpoint(&args.mountpoint) {
+            eprintln!("appendfs: {e:#}");
             return Err(ExitCode::FAILURE);
         }
     }
@@ -685,25 +687,6 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A mount point that is still mounted but whose daemon died answers every access with
-/// ENOTCONN; say so, with the command that clears it.
-fn check_mount_point(dir: &std::path::Path) -> Result<(), String> {
-    match std::fs::metadata(dir) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(format!(
-            "mount point {d} is a dead FUSE mount (its daemon is gone: {e}); clear it with \
-             `umount -l {d}` or `fusermount3 -u {d}`, then mount again",
-            d = dir.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "mount point {} does not exist (create it with mkdir)",
-            dir.display()
-        )),
-        Err(e) => Err(format!("mount point {}: {e}", dir.display())),
-        Ok(md) if !md.is_dir() => Err(format!("mount point {} is not a directory", dir.display())),
-        Ok(_) => Ok(()),
-    }
 }
 
 fn main() -> ExitCode {

@@ -200,7 +200,7 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
 
 /// Refuses a mount point that is not a directory, that already holds a FUSE mount (mounts
 /// would stack silently), or that is a dead FUSE mount (its daemon was killed).
-fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
+pub fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
     let shown = mountpoint.display();
     let dead = || {
         anyhow::anyhow!(
@@ -210,6 +210,9 @@ fn check_mountpoint(mountpoint: &Path) -> anyhow::Result<()> {
     let md = match std::fs::metadata(mountpoint) {
         Ok(md) => md,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(dead()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mount point {shown} does not exist (create it with mkdir)")
+        }
         Err(e) => return Err(e).with_context(|| format!("mount point {shown}")),
     };
     if !md.is_dir() {
