@@ -3,9 +3,9 @@
 //! A writer learns where another host's appends left the object's end only from a 409 (or its
 //! own success right after). If every writer that lost a race tried again at once, the losers
 //! would race each other again, and strict turn-taking would cost a 409 for every line. So:
-//! - a loser tries again at once at the end the 409 named, and after every second loss pauses
-//!   a random fraction of two of its round trips first (spreading the losers), see
-//!   [`after_lost_race`];
+//! - a loser tries again at once at the end the 409 named; after further losses it first
+//!   pauses a random fraction of two of its round trips (spreading the losers), though never
+//!   on every attempt, see [`after_lost_race`];
 //! - the winner keeps the end for a run of at most [`RUN`] chunks while others are known to
 //!   be appending, then steps aside for a few round trips ([`Contention::before_send`]), so
 //!   no writer is starved and the cost of learning the end is shared by a run of chunks.
@@ -21,15 +21,19 @@ const ACTIVE_FOR: Duration = Duration::from_secs(1);
 /// Round trips a writer steps aside after its run.
 const STEP_ASIDE: u32 = 6;
 
+/// Lost races of one chunk after which a loser stops pausing every time.
+const SPREAD_UNTIL: u32 = 5;
+
 /// The pause before trying again at the end a 409 named, after `losses` lost races of one
-/// chunk. None after an odd number of losses: the end is freshest right after the 409, and a
-/// writer that never loses (so never steps aside) leaves only short gaps between its chunks,
-/// which only an immediate retry can use. After an even number, other losers are likely
-/// racing too: a random fraction of two round trips of the lost attempt. It does not grow: a
-/// loser that waited longer would miss the winner's stepping aside (measured: growing pauses
-/// starved writers).
+/// chunk. None after the first: the end is freshest right after the 409. After losses 2 to
+/// [`SPREAD_UNTIL`], other losers are likely racing too: a random fraction of two round trips
+/// of the lost attempt. After that, none on every other loss: a writer that never loses (so
+/// never steps aside) leaves only short gaps between its chunks, which only an immediate
+/// retry can use. It never grows: a loser that waited longer would miss the winner's stepping
+/// aside (measured: growing pauses starved writers).
 pub fn after_lost_race(round_trip: Duration, losses: u32) -> Duration {
-    if losses % 2 == 1 {
+    let immediate = losses == 1 || (losses > SPREAD_UNTIL && losses % 2 == 1);
+    if immediate {
         return Duration::ZERO;
     }
     (round_trip * 2).mul_f64(rand::random::<f64>())
@@ -106,7 +110,7 @@ mod tests {
         for losses in 1..100 {
             let p = after_lost_race(rtt, losses);
             assert!(p <= rtt * 2);
-            if losses % 2 == 1 {
+            if losses == 1 || (losses > SPREAD_UNTIL && losses % 2 == 1) {
                 assert_eq!(p, Duration::ZERO, "after {losses} losses");
             }
         }
