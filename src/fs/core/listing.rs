@@ -548,9 +548,23 @@ impl Core {
         };
         let ino = match (&e.meta, e.kind) {
             (Some(meta), Kind::File) => {
-                let stale = lock(&self.nodes).by_ino.get(&ino).is_none_or(|n| {
-                    !self.fresh(&n.meta) && n.meta.as_ref().is_none_or(|m| m.at < e.at)
-                });
+                let stale = {
+                    let mut nodes = lock(&self.nodes);
+                    match nodes.by_ino.get_mut(&ino) {
+                        None => true,
+                        Some(n) if self.fresh(&n.meta) => false,
+                        Some(n) => match &mut n.meta {
+                            Some(m) if m.at >= e.at => false,
+                            // What an earlier listing said, said again: only its time changes
+                            // (`ls -l` again and again makes and frees nothing per file).
+                            Some(m) if same_listed(&m.value, meta) => {
+                                m.at = e.at;
+                                false
+                            }
+                            _ => true,
+                        },
+                    }
+                };
                 if stale {
                     self.store_meta_at(ino, meta.clone(), e.at)
                 } else {
@@ -574,4 +588,15 @@ impl Core {
             _ => self.dir_attr(ino),
         }
     }
+}
+
+/// Whether two listings' entries say the same of a file.
+fn same_listed(a: &FileMeta, b: &FileMeta) -> bool {
+    !a.from_head
+        && !b.from_head
+        && a.size == b.size
+        && a.etag == b.etag
+        && a.object_type == b.object_type
+        && a.mtime == b.mtime
+        && a.storage_class == b.storage_class
 }
