@@ -240,6 +240,8 @@ pub struct Nodes {
     next_ino: u64,
     /// Paths recently found absent, with when.
     pub negative: HashMap<String, Instant>,
+    /// How many of them were still fresh when they were last pruned.
+    pub negative_kept: usize,
     /// Remembered listings, oldest first: (directory, when listed, entries + 1).
     remembered: VecDeque<(u64, Instant, usize)>,
     /// The sum of the counts in `remembered`.
@@ -253,6 +255,7 @@ impl Nodes {
             by_path: HashMap::new(),
             next_ino: ROOT + 1,
             negative: HashMap::new(),
+            negative_kept: 0,
             remembered: VecDeque::new(),
             remembered_entries: 0,
         };

@@ -136,6 +136,8 @@ pub(super) struct DirCursor {
     /// The directory's listing generation when this listing began.
     generation: u64,
     began: Instant,
+    /// Pages fetched through this handle.
+    pages: u64,
 }
 
 impl DirCursor {
@@ -150,6 +152,7 @@ impl DirCursor {
             collected: None,
             generation: 0,
             began: Instant::now(),
+            pages: 0,
         }
     }
 }
@@ -334,7 +337,18 @@ impl Core {
     }
 
     pub fn releasedir(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
+        let h = lock(&self.handles).remove(&fh);
+        let pages = match h.as_deref().map(|h| lock(h)) {
+            Some(h) => match &*h {
+                HandleKind::Dir(c) => c.try_lock().map_or(0, |c| c.pages),
+                _ => 0,
+            },
+            None => 0,
+        };
+        // A long listing made and freed a page of entries and a response body per page.
+        if pages >= 10 {
+            super::release_free_memory();
+        }
     }
 
     /// The entries of an open directory from `offset` on: `.` and `..`, then the listing's
@@ -452,7 +466,10 @@ impl Core {
             out.push(DirEntry::at(parent, "..", Kind::Dir));
         }
         let items = match source {
-            Source::Pages(p) => self.next_page(p).await?,
+            Source::Pages(p) => {
+                c.pages += 1;
+                self.next_page(p).await?
+            }
             Source::Remembered { listing, at, next } => {
                 let path = self.dir_path(c.ino)?;
                 let end = (*next + PAGE as usize).min(listing.len());

@@ -120,6 +120,25 @@ pub struct Core {
     invalidator: Mutex<Option<Arc<Invalidator>>>,
 }
 
+/// Gives the allocator's free pages back to the system, after much was freed at once (a
+/// listing of many pages, a pruned map of missing names): a mount that runs for months must
+/// not keep the high-water mark of its fragmented heap. At most once a second; glibc only.
+fn release_free_memory() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = lock(&LAST);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -99,14 +99,22 @@ impl Core {
             Err(e) if e.is_no_such_key() => {
                 let mut nodes = lock(&self.nodes);
                 // Bounded: PATH probes and editor swap files must not grow it without end.
-                if nodes.negative.len() > 50_000 {
+                // Pruned whenever it has doubled since the last pruning, so it holds about
+                // what one TTL of misses leaves, not the bound.
+                let pruned = nodes.negative.len() >= (nodes.negative_kept * 2).clamp(1024, 50_000);
+                if pruned {
                     let ttl = self.cfg.metadata_ttl;
                     nodes.negative.retain(|_, t| t.elapsed() < ttl);
-                    if nodes.negative.len() > 50_000 {
+                    if nodes.negative.len() >= 50_000 {
                         nodes.negative.clear();
                     }
+                    nodes.negative_kept = nodes.negative.len();
                 }
                 nodes.negative.insert(file_path.to_string(), Instant::now());
+                drop(nodes);
+                if pruned {
+                    super::release_free_memory();
+                }
                 Err(FsError::NotFound)
             }
             Err(e) => Err(e.into()),
