@@ -235,7 +235,9 @@ pub struct Node {
 
 #[derive(Debug)]
 pub struct Nodes {
-    pub by_ino: HashMap<u64, Node>,
+    /// Boxed: a table sized for 100,000 nodes has tens of thousands of empty slots, each as
+    /// large as its value.
+    pub by_ino: HashMap<u64, Box<Node>>,
     pub by_path: HashMap<String, u64>,
     next_ino: u64,
     /// Paths recently found absent, with when.
@@ -259,8 +261,10 @@ impl Nodes {
             remembered: VecDeque::new(),
             remembered_entries: 0,
         };
-        n.by_ino
-            .insert(ROOT, Node::new(ROOT, root_path.to_string(), Kind::Dir));
+        n.by_ino.insert(
+            ROOT,
+            Box::new(Node::new(ROOT, root_path.to_string(), Kind::Dir)),
+        );
         n.by_path.insert(root_path.to_string(), ROOT);
         n
     }
@@ -273,7 +277,7 @@ impl Nodes {
                 let ino = self.next_ino;
                 self.next_ino += 1;
                 self.by_ino
-                    .insert(ino, Node::new(ino, path.to_string(), kind));
+                    .insert(ino, Box::new(Node::new(ino, path.to_string(), kind)));
                 if let Some(old) = self.by_path.insert(path.to_string(), ino) {
                     if let Some(n) = self.by_ino.get_mut(&old) {
                         n.detached = true;
