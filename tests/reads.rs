@@ -713,3 +713,44 @@ fn a_name_split_across_pages_and_a_create_during_a_listing() {
         assert_eq!(again.len(), all.len() + 2);
     });
 }
+
+/// A listing read whole, of up to 20,000 entries, is remembered for the metadata TTL: the
+/// next listing and lookups of its names send no request. A larger directory is not held
+/// whole: its next listing asks OSS again.
+#[test]
+fn small_listings_are_remembered_for_the_ttl_large_ones_are_not() {
+    let run = |files: usize| {
+        rt().block_on(async move {
+            use appendfs::fs::store::fake::Call;
+            let dir = tempfile::tempdir().unwrap();
+            let store = FakeStore::new();
+            for i in 0..files {
+                store.foreign_put(&format!("d/f{i:05}"), b"x");
+            }
+            let c = Core::new(
+                Arc::new(store.clone()),
+                FsConfig {
+                    metadata_ttl: Duration::from_secs(30),
+                    ..core(Arc::new(FakeStore::new()), "", dir.path())
+                        .config()
+                        .clone()
+                },
+            );
+            let d = c.lookup(ROOT, "d").await.unwrap();
+            assert_eq!(c.readdir_entries(d.ino).await.unwrap().len(), files + 2);
+            let before = (store.calls(Call::List), store.calls(Call::Head));
+            assert_eq!(c.readdir_entries(d.ino).await.unwrap().len(), files + 2);
+            let a = c.lookup(d.ino, "f00007").await.unwrap();
+            assert_eq!(c.getattr(a.ino).await.unwrap().size, 1);
+            let missing = c.lookup(d.ino, "nothing").await;
+            assert!(missing.is_err());
+            (
+                store.calls(Call::List) - before.0,
+                store.calls(Call::Head) - before.1,
+            )
+        })
+    };
+    assert_eq!(run(3000), (0, 0), "remembered: no request");
+    let (lists, _) = run(20_500);
+    assert!(lists >= 21, "not remembered: listed again ({lists} pages)");
+}

@@ -1,5 +1,5 @@
-//! Names: lookup, getattr, readdir, mkdir, rmdir, unlink and rename, over the namespace's
-//! inode table and its cached HEADs and listings.
+//! Names: lookup, getattr, mkdir, rmdir, unlink and rename, over the namespace's inode table
+//! and its cached HEADs and remembered listings (listings and readdir: [`super::listing`]).
 
 use std::sync::Arc;
 use std::time::Instant;
