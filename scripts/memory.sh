@@ -2,7 +2,8 @@
 # Memory of a long-running mount: the daemon's resident set after listing a directory of N
 # objects (`ls -l`) and after stat-ing N distinct missing names, each done twice. The second
 # round must add (almost) nothing: the inode table follows the kernel's references, "not
-# found" answers live in a bounded map, listings are dropped once stale.
+# found" answers live in a bounded map, a listing is held a page at a time (only listings of
+# at most 20,000 entries are remembered), and freed heap pages go back to the system.
 #   scripts/memory.sh [N=100000]
 # Uses a release build, `appendfs serve --memory` and one mount, all on 127.0.0.1.
 set -euo pipefail

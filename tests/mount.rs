@@ -789,6 +789,25 @@ fn two_thousand_keys_list_completely() {
         b"many/key-1999.log"
     );
     assert_eq!(sh_ok(m.dir(), "ls sub").stdout(), "inner.log\n");
+    // telldir/seekdir across ListObjectsV2 pages: an offset the kernel was given resumes at
+    // the same entry; rewinddir lists everything again.
+    let seek = sh_ok(
+        m.dir(),
+        r#"perl -e 'opendir(my $d, ".") or die; my @seen;
+            for (1..1500) { my $p = telldir($d); push @seen, [$p, scalar readdir($d)]; }
+            for my $i (10, 700, 999, 1001, 1499, 3) {
+                seekdir($d, $seen[$i][0]); my $n = readdir($d);
+                die "entry $i: $n, was $seen[$i][1]\n" unless $n eq $seen[$i][1];
+            }
+            rewinddir($d); my ($all, %names) = (0);
+            while (defined(my $n = readdir($d))) { $all++; $names{$n}++; }
+            print $all, " ", scalar(keys %names), "\n"'"#,
+    );
+    assert_eq!(
+        seek.stdout().trim(),
+        "2003 2003",
+        "2,001 names and . and .., each once"
+    );
     // Files made through a prefix mount live under the prefix.
     sh_ok(m.dir(), "echo new >> new.log");
     oss.assert_appendable("many/new.log", b"new\n");

@@ -531,3 +531,226 @@ fn lookups_after_a_listing_went_stale_cost_one_relisting() {
         assert!(lists <= 3, "{lists} listings for 300 lookups");
     });
 }
+
+/// A listing of many slow pages holds no lock that a `stat` needs, of a file in the same
+/// directory (listed or not) or elsewhere: each answers in about the time of its own requests.
+#[test]
+fn a_long_paged_listing_does_not_stall_a_stat() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        for i in 0..3500 {
+            store.foreign_put(&format!("d/f{i:04}.log"), b"x");
+        }
+        store.foreign_append("e/other.log", b"other\n");
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let d = c.lookup(ROOT, "d").await.unwrap();
+        let e = c.lookup(ROOT, "e").await.unwrap();
+        store.slow_list("d/", 400); // four pages: 1.6 s
+        let listing = tokio::spawn({
+            let c = c.clone();
+            async move { c.readdir_entries(d.ino).await.map(|e| e.len()) }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (parent, name, size) in [(d.ino, "f3000.log", 1), (e.ino, "other.log", 6)] {
+            let t = std::time::Instant::now();
+            let a = c.lookup(parent, name).await.unwrap();
+            assert_eq!(c.getattr(a.ino).await.unwrap().size, size);
+            assert!(
+                t.elapsed() < Duration::from_millis(300),
+                "stat of {name} waited {:?} for the listing",
+                t.elapsed()
+            );
+        }
+        assert!(!listing.is_finished(), "the listing was meant to be slow");
+        assert_eq!(listing.await.unwrap().unwrap(), 3502);
+    });
+}
+
+/// A directory handle fetches a page when the kernel's offset reaches it, so the first
+/// `readdir` answers after one ListObjectsV2 page, not all of them; offsets it gave out stay
+/// valid (seekdir lists that page again and resumes at the same entry), and offset 0 starts
+/// over.
+#[test]
+fn a_handle_holds_a_page_and_resumes_at_its_offsets() {
+    rt().block_on(async {
+        use appendfs::fs::store::fake::Call;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        for i in 0..2500 {
+            store.foreign_put(&format!("d/f{i:04}.log"), b"x");
+        }
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let d = c.lookup(ROOT, "d").await.unwrap();
+        let fh = c.opendir(d.ino).unwrap();
+        let lists = store.calls(Call::List);
+        let first = c.readdir(fh, 0).await.unwrap();
+        assert_eq!(
+            store.calls(Call::List) - lists,
+            1,
+            "one page for the first reply"
+        );
+        assert_eq!(
+            (first.start, first.len()),
+            (0, 1001),
+            ". and .. and one page (its last file waits: the next page might hide it)"
+        );
+        // Read on as the kernel does, a few entries per call.
+        let mut names: Vec<String> = first.iter().take(37).map(|e| e.name.clone()).collect();
+        let mut offset = names.len() as u64;
+        loop {
+            let b = c.readdir(fh, offset).await.unwrap();
+            let skip = (offset - b.start) as usize;
+            let got: Vec<String> = b
+                .iter()
+                .skip(skip)
+                .take(37)
+                .map(|e| e.name.clone())
+                .collect();
+            if got.is_empty() {
+                break;
+            }
+            offset += got.len() as u64;
+            names.extend(got);
+        }
+        assert_eq!(names.len(), 2502);
+        assert_eq!(
+            store.calls(Call::List) - lists,
+            3,
+            "three pages, each fetched once"
+        );
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 2502, "no name twice");
+        // seekdir back to offsets the handle gave out: the entry there is the same.
+        for off in [1500u64, 17, 2400, 1001, 1002] {
+            let b = c.readdir(fh, off).await.unwrap();
+            let e = &b[(off - b.start) as usize];
+            assert_eq!(e.name, names[off as usize], "entry at offset {off}");
+        }
+        let b = c.readdir(fh, 2502).await.unwrap();
+        assert!(b.get((2502 - b.start) as usize).is_none(), "the end");
+        // rewinddir: the whole listing again.
+        let b = c.readdir(fh, 0).await.unwrap();
+        assert_eq!(
+            (b.start, b[0].name.as_str(), b[2].name.as_str()),
+            (0, ".", "f0000.log")
+        );
+        c.releasedir(fh);
+    });
+}
+
+/// A file `x` and a directory `x/` whose prefix comes on the next page: the directory is
+/// shown, once; and a file created through the mount while a listing runs is shown once.
+#[test]
+fn a_name_split_across_pages_and_a_create_during_a_listing() {
+    rt().block_on(async {
+        use appendfs::fs::core::DirEntry;
+        use appendfs::fs::namespace::Kind;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        for i in 0..999 {
+            store.foreign_put(&format!("d/f{i:03}"), b"x");
+        }
+        store.foreign_put("d/x", b"file");
+        store.foreign_put("d/x/inner", b"below");
+        for i in 0..1500 {
+            store.foreign_put(&format!("d/y{i:04}"), b"x");
+        }
+        let c = core(Arc::new(store.clone()), "", dir.path());
+        let d = c.lookup(ROOT, "d").await.unwrap();
+        let kinds = |entries: &[DirEntry], name: &str| -> Vec<Kind> {
+            entries
+                .iter()
+                .filter(|e| e.name == name)
+                .map(|e| e.kind)
+                .collect()
+        };
+        let all = c.readdir_entries(d.ino).await.unwrap();
+        assert_eq!(all.len(), 2 + 999 + 1 + 1500);
+        assert_eq!(kinds(&all, "x"), [Kind::Dir]);
+        tokio::time::sleep(Duration::from_millis(150)).await; // the remembered listing is stale
+                                                              // A create between the first page and the rest: listed once, wherever its key falls.
+        let fh = c.opendir(d.ino).unwrap();
+        let first = c.readdir(fh, 0).await.unwrap();
+        assert_eq!(
+            first.len(),
+            1001,
+            "page one holds f000..f998; x waits for the next"
+        );
+        let rw = OpenMode {
+            read: true,
+            write: true,
+        };
+        let (_, wfh) = c.create(d.ino, "y0500-new", false, rw).await.unwrap();
+        let (_, wfh2) = c.create(d.ino, "a-new", false, rw).await.unwrap();
+        let mut entries: Vec<DirEntry> = first.to_vec();
+        loop {
+            let b = c.readdir(fh, entries.len() as u64).await.unwrap();
+            let skip = entries.len() - b.start as usize;
+            if b.len() <= skip {
+                break;
+            }
+            entries.extend(b[skip..].iter().cloned());
+        }
+        assert_eq!(kinds(&entries, "x"), [Kind::Dir]);
+        assert_eq!(
+            kinds(&entries, "y0500-new"),
+            [Kind::File],
+            "listed by a later page"
+        );
+        assert_eq!(
+            kinds(&entries, "a-new"),
+            Vec::<Kind>::new(),
+            "created before the cursor, after this handle began"
+        );
+        c.release(wfh).await.unwrap();
+        c.release(wfh2).await.unwrap();
+        c.releasedir(fh);
+        let again = c.readdir_entries(d.ino).await.unwrap();
+        assert_eq!(kinds(&again, "a-new"), [Kind::File]);
+        assert_eq!(again.len(), all.len() + 2);
+    });
+}
+
+/// A listing read whole, of up to 20,000 entries, is remembered for the metadata TTL: the
+/// next listing and lookups of its names send no request. A larger directory is not held
+/// whole: its next listing asks OSS again.
+#[test]
+fn small_listings_are_remembered_for_the_ttl_large_ones_are_not() {
+    let run = |files: usize| {
+        rt().block_on(async move {
+            use appendfs::fs::store::fake::Call;
+            let dir = tempfile::tempdir().unwrap();
+            let store = FakeStore::new();
+            for i in 0..files {
+                store.foreign_put(&format!("d/f{i:05}"), b"x");
+            }
+            let c = Core::new(
+                Arc::new(store.clone()),
+                FsConfig {
+                    metadata_ttl: Duration::from_secs(30),
+                    ..core(Arc::new(FakeStore::new()), "", dir.path())
+                        .config()
+                        .clone()
+                },
+            );
+            let d = c.lookup(ROOT, "d").await.unwrap();
+            assert_eq!(c.readdir_entries(d.ino).await.unwrap().len(), files + 2);
+            let before = (store.calls(Call::List), store.calls(Call::Head));
+            assert_eq!(c.readdir_entries(d.ino).await.unwrap().len(), files + 2);
+            let a = c.lookup(d.ino, "f00007").await.unwrap();
+            assert_eq!(c.getattr(a.ino).await.unwrap().size, 1);
+            let missing = c.lookup(d.ino, "nothing").await;
+            assert!(missing.is_err());
+            (
+                store.calls(Call::List) - before.0,
+                store.calls(Call::Head) - before.1,
+            )
+        })
+    };
+    assert_eq!(run(3000), (0, 0), "remembered: no request");
+    let (lists, _) = run(20_500);
+    assert!(lists >= 21, "not remembered: listed again ({lists} pages)");
+}

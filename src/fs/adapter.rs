@@ -562,10 +562,12 @@ impl Filesystem for Adapter {
         self.spawn("readdir", ino.0, async move {
             let mut reply = reply;
             match core.readdir(fh.0, offset).await {
-                Ok(entries) => {
-                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                Ok(batch) => {
+                    let skip = offset.saturating_sub(batch.start) as usize;
+                    for (i, e) in batch.iter().enumerate().skip(skip) {
                         let ino = core.entry_ino(e);
-                        if reply.add(INodeNo(ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                        let next = batch.start + i as u64 + 1;
+                        if reply.add(INodeNo(ino), next, file_type(e.kind), &e.name) {
                             break;
                         }
                     }
@@ -589,14 +591,16 @@ impl Filesystem for Adapter {
         self.spawn("readdirplus", ino.0, async move {
             let mut reply = reply;
             match core.readdir(fh.0, offset).await {
-                Ok(entries) => {
-                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                Ok(batch) => {
+                    let skip = offset.saturating_sub(batch.start) as usize;
+                    for (i, e) in batch.iter().enumerate().skip(skip) {
                         let a = core.entry_ref(e);
                         // One TTL for name and attributes here: the listing's attributes are
-                        // as fresh as a HEAD for the metadata TTL.
+                        // as fresh as a HEAD for the metadata TTL from when it was asked for.
+                        let ttl = ttl.saturating_sub(e.at.elapsed());
                         if reply.add(
                             INodeNo(a.ino),
-                            (i + 1) as u64,
+                            batch.start + i as u64 + 1,
                             &e.name,
                             &ttl,
                             &to_attr(&a),

@@ -3,7 +3,7 @@
 //! on it or handles are open. A regular file's path is its object key; a directory's path is its
 //! key prefix, ending in `/` (the mount root's is the mount prefix, possibly empty).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -159,11 +159,42 @@ pub struct Cached<T> {
     pub at: Instant,
 }
 
-/// One directory level as ListObjectsV2 with delimiter `/` shows it.
+/// One directory level as ListObjectsV2 with delimiter `/` shows it, in name order: each
+/// name with what the listing said of it (`None` for a directory).
 #[derive(Debug, Default)]
 pub struct Listing {
-    pub files: BTreeMap<String, FileMeta>,
-    pub dirs: HashSet<String>,
+    entries: Vec<(String, Option<FileMeta>)>,
+}
+
+impl Listing {
+    /// The listing of these entries (any order; a name given twice counts once).
+    pub fn new(mut entries: Vec<(String, Option<FileMeta>)>) -> Self {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        entries.shrink_to_fit();
+        Listing { entries }
+    }
+
+    /// `Some(None)` for a directory, `Some(Some(meta))` for a file.
+    pub fn get(&self, name: &str) -> Option<&Option<FileMeta>> {
+        let i = self
+            .entries
+            .binary_search_by(|e| e.0.as_str().cmp(name))
+            .ok()?;
+        Some(&self.entries[i].1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn entries(&self) -> &[(String, Option<FileMeta>)] {
+        &self.entries
+    }
 }
 
 #[derive(Debug)]
@@ -177,6 +208,9 @@ pub struct Node {
     /// Bumped when the object is found replaced, so cached blocks of the old one go unused.
     pub generation: u64,
     pub listing: Option<Cached<Arc<Listing>>>,
+    /// Bumped whenever this directory changes through the mount: a listing begun before
+    /// is not remembered.
+    pub listing_generation: u64,
     /// Single-flight: concurrent attribute refreshes share one HEAD.
     pub refresh: Arc<tokio::sync::Mutex<()>>,
     /// Deleted, renamed away or replaced: no longer reachable by path.
@@ -201,11 +235,19 @@ pub struct Node {
 
 #[derive(Debug)]
 pub struct Nodes {
-    pub by_ino: HashMap<u64, Node>,
+    /// Boxed: a table sized for 100,000 nodes has tens of thousands of empty slots, each as
+    /// large as its value.
+    pub by_ino: HashMap<u64, Box<Node>>,
     pub by_path: HashMap<String, u64>,
     next_ino: u64,
     /// Paths recently found absent, with when.
     pub negative: HashMap<String, Instant>,
+    /// How many of them were still fresh when they were last pruned.
+    pub negative_kept: usize,
+    /// Remembered listings, oldest first: (directory, when listed, entries + 1).
+    remembered: VecDeque<(u64, Instant, usize)>,
+    /// The sum of the counts in `remembered`.
+    remembered_entries: usize,
 }
 
 impl Nodes {
@@ -215,9 +257,14 @@ impl Nodes {
             by_path: HashMap::new(),
             next_ino: ROOT + 1,
             negative: HashMap::new(),
+            negative_kept: 0,
+            remembered: VecDeque::new(),
+            remembered_entries: 0,
         };
-        n.by_ino
-            .insert(ROOT, Node::new(ROOT, root_path.to_string(), Kind::Dir));
+        n.by_ino.insert(
+            ROOT,
+            Box::new(Node::new(ROOT, root_path.to_string(), Kind::Dir)),
+        );
         n.by_path.insert(root_path.to_string(), ROOT);
         n
     }
@@ -230,7 +277,7 @@ impl Nodes {
                 let ino = self.next_ino;
                 self.next_ino += 1;
                 self.by_ino
-                    .insert(ino, Node::new(ino, path.to_string(), kind));
+                    .insert(ino, Box::new(Node::new(ino, path.to_string(), kind)));
                 if let Some(old) = self.by_path.insert(path.to_string(), ino) {
                     if let Some(n) = self.by_ino.get_mut(&old) {
                         n.detached = true;
@@ -320,6 +367,46 @@ impl Nodes {
         if let Some(ino) = self.by_path.get(dir_path) {
             if let Some(n) = self.by_ino.get_mut(ino) {
                 n.listing = None;
+                n.listing_generation += 1;
+            }
+        }
+    }
+
+    /// Keeps `listing` of directory `ino`, begun when the directory's listing generation was
+    /// `generation` (not if it changed since, or a newer listing is kept). Listings are
+    /// dropped once `keep_for` old, and the oldest first while all of them together hold
+    /// more than `max_entries` entries.
+    pub fn remember(
+        &mut self,
+        ino: u64,
+        listing: Cached<Arc<Listing>>,
+        generation: u64,
+        keep_for: Duration,
+        max_entries: usize,
+    ) {
+        let Some(n) = self.by_ino.get_mut(&ino) else {
+            return;
+        };
+        if n.kind != Kind::Dir
+            || n.listing_generation != generation
+            || n.listing.as_ref().is_some_and(|l| l.at >= listing.at)
+        {
+            return;
+        }
+        let count = listing.value.len() + 1;
+        self.remembered.push_back((ino, listing.at, count));
+        self.remembered_entries += count;
+        n.listing = Some(listing);
+        while let Some(&(old, at, count)) = self.remembered.front() {
+            if self.remembered_entries <= max_entries && at.elapsed() < keep_for {
+                break;
+            }
+            self.remembered.pop_front();
+            self.remembered_entries -= count;
+            if let Some(n) = self.by_ino.get_mut(&old) {
+                if n.listing.as_ref().is_some_and(|l| l.at == at) {
+                    n.listing = None;
+                }
             }
         }
     }
@@ -336,6 +423,7 @@ impl Node {
             meta: None,
             generation: 0,
             listing: None,
+            listing_generation: 0,
             refresh: Arc::new(tokio::sync::Mutex::new(())),
             detached: false,
             replaced: false,

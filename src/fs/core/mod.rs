@@ -4,7 +4,8 @@
 //!
 //! - this file: the [`Core`] itself, its settings, handles, attributes, the shared
 //!   cache-then-fetch of file metadata and object identity, and the mount's lifecycle (drain);
-//! - [`names`]: lookup, readdir, mkdir, rmdir, unlink, rename;
+//! - [`names`]: lookup, mkdir, rmdir, unlink, rename;
+//! - [`listing`]: listings page by page, readdir handles, remembered listings;
 //! - [`files`]: open, create, read, write, flush, release, setattr, xattrs.
 //!
 //! Ownership: the namespace ([`Nodes`]) owns each object's identity and attributes (path,
@@ -12,6 +13,7 @@
 //! and not yet confirmed (position, CRC, buffers); handles own their write marks.
 
 mod files;
+mod listing;
 mod names;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +33,7 @@ use super::reader::BlockCache;
 use super::store::Store;
 use crate::oss::ObjectType;
 
-pub use names::DirEntry;
+pub use listing::{DirBatch, DirEntry};
 
 /// Settings of one mount.
 #[derive(Debug, Clone)]
@@ -86,10 +88,9 @@ enum HandleKind {
         mark: WriteMark,
         read: ReadState,
     },
-    Dir {
-        ino: u64,
-        entries: Option<Arc<Vec<DirEntry>>>,
-    },
+    /// A directory handle's cursor, locked (by that handle's calls only) while a page is
+    /// fetched.
+    Dir(Arc<tokio::sync::Mutex<listing::DirCursor>>),
 }
 
 /// The caller that fetches a node's value for everyone ([`Core::cached_or_lead`]).
@@ -117,6 +118,25 @@ pub struct Core {
     /// Set once the mount drains: no new writers.
     draining: std::sync::atomic::AtomicBool,
     invalidator: Mutex<Option<Arc<Invalidator>>>,
+}
+
+/// Gives the allocator's free pages back to the system, after much was freed at once (a
+/// listing of many pages, a pruned map of missing names): a mount that runs for months must
+/// not keep the high-water mark of its fragmented heap. At most once a second; glibc only.
+fn release_free_memory() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = lock(&LAST);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -329,6 +349,11 @@ impl Core {
     /// when their ETag changes. A replacement gives the path a new inode (returned); the old
     /// one keeps its last attributes for open handles.
     fn store_meta(&self, ino: u64, meta: FileMeta) -> u64 {
+        self.store_meta_at(ino, meta, Instant::now())
+    }
+
+    /// As [`Core::store_meta`], for what OSS said at `at` (a listing's time).
+    fn store_meta_at(&self, ino: u64, meta: FileMeta, at: Instant) -> u64 {
         let mut nodes = lock(&self.nodes);
         let Some(n) = nodes.by_ino.get_mut(&ino) else {
             return ino;
@@ -373,10 +398,7 @@ impl Core {
                     n.verified = Some((meta.size, c));
                 }
             }
-            n.meta = Some(Cached {
-                value: meta,
-                at: Instant::now(),
-            });
+            n.meta = Some(Cached { value: meta, at });
         }
         if target != ino {
             drop(nodes);

@@ -1,166 +1,21 @@
-//! Names: lookup, getattr, readdir, mkdir, rmdir, unlink and rename, over the namespace's
-//! inode table and its cached HEADs and listings.
+//! Names: lookup, getattr, mkdir, rmdir, unlink and rename, over the namespace's inode table
+//! and its cached HEADs and remembered listings (listings and readdir: [`super::listing`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::listing::REMEMBER_MAX;
 use super::{lock, Attr, Core};
-use crate::client::{ClientError, CreateOptions, ListEntry};
+use crate::client::CreateOptions;
 use crate::fs::append::exactly_once;
 use crate::fs::error::{FsError, FsResult};
-use crate::fs::namespace::{parent_path, valid_name, Cached, FileMeta, Kind, Listing, ROOT};
+use crate::fs::namespace::{parent_path, FileMeta, Kind};
 use crate::fs::reader::BLOCK;
-use crate::fs::store::Store;
 use crate::oss::ObjectType;
 
-/// Entries in a directory whose listing is refreshed whole to answer lookups of its entries
-/// (20 pages of ListObjectsV2).
-const RELIST_MAX: usize = 20_000;
-
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    /// 0 until the entry gets a node (most entries get one only when handed to the kernel).
-    pub ino: u64,
-    pub name: String,
-    /// The key (files) or key prefix (directories).
-    pub path: String,
-    pub kind: Kind,
-    /// What the listing said of a file.
-    pub meta: Option<FileMeta>,
-}
-
-impl DirEntry {
-    fn at(ino: u64, name: &str, kind: Kind) -> Self {
-        DirEntry {
-            ino,
-            name: name.to_string(),
-            path: String::new(),
-            kind,
-            meta: None,
-        }
-    }
-}
-
-/// Every entry under `prefix`, following continuation tokens.
-async fn list_all(
-    store: &dyn Store,
-    prefix: &str,
-    delimiter: Option<&str>,
-) -> Result<(Vec<ListEntry>, Vec<String>), ClientError> {
-    let mut entries = Vec::new();
-    let mut prefixes = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = store
-            .list_page(prefix, delimiter, token.as_deref(), 1000)
-            .await?;
-        entries.extend(page.contents);
-        prefixes.extend(page.common_prefixes);
-        match page.next_continuation_token {
-            Some(t) if page.is_truncated => {
-                if token.as_deref() == Some(t.as_str()) {
-                    return Err(ClientError::InvalidResponse {
-                        op: crate::client::Op::ListObjectsV2,
-                        key: String::new(),
-                        request_id: String::new(),
-                        reason: format!("listing repeats continuation token {t:?}"),
-                    });
-                }
-                token = Some(t);
-            }
-            _ => return Ok((entries, prefixes)),
-        }
-    }
-}
-
 impl Core {
-    /// The listing of a directory, from the cache when younger than the metadata TTL, else
-    /// from one listing shared by concurrent callers. Entries whose key is not under the
-    /// directory (a broken server or gateway) are skipped with a warning.
-    async fn listing(&self, dir_ino: u64) -> FsResult<Arc<Listing>> {
-        let cached = |n: &crate::fs::namespace::Node| -> FsResult<Option<Arc<Listing>>> {
-            if n.kind != Kind::Dir {
-                return Err(FsError::NotDir);
-            }
-            Ok(n.listing
-                .as_ref()
-                .filter(|l| l.at.elapsed() < self.cfg.metadata_ttl)
-                .map(|l| l.value.clone()))
-        };
-        let lead = match self.cached_or_lead(dir_ino, cached).await? {
-            Ok(hit) => return Ok(hit),
-            Err(lead) => lead,
-        };
-        let path = lead.path.clone();
-        // The stale listing goes now, not when the new one is stored: a large directory's two
-        // listings are never held at once (lookups that wait for this one find the new one).
-        if let Some(n) = lock(&self.nodes).by_ino.get_mut(&dir_ino) {
-            n.listing = None;
-        }
-        let (entries, prefixes) = list_all(self.store.as_ref(), &path, Some("/"))
-            .await
-            .inspect_err(|e| {
-                tracing::debug!(key = %path, errno = e.errno(), error = %e, "listing failed");
-            })?;
-        const BAD_NAME: &str =
-            "its name cannot be a file name (empty, '.', '..' or over 255 bytes)";
-        let mut listing = Listing::default();
-        for p in prefixes {
-            let Some(name) = p.strip_prefix(path.as_str()) else {
-                self.warn_once(&p, "the listing returned it for another directory");
-                continue;
-            };
-            let name = name.trim_end_matches('/');
-            if valid_name(name) {
-                listing.dirs.insert(name.to_string());
-            } else {
-                self.warn_once(&p, BAD_NAME);
-            }
-        }
-        for e in entries {
-            if e.key == path {
-                continue; // the directory's own marker object
-            }
-            let Some(name) = e.key.strip_prefix(path.as_str()) else {
-                self.warn_once(&e.key, "the listing returned it for another directory");
-                continue;
-            };
-            if !valid_name(name) {
-                self.warn_once(&e.key, BAD_NAME);
-                continue;
-            }
-            if listing.dirs.contains(name) {
-                self.warn_once(&e.key, "a directory of the same name hides it");
-                continue;
-            }
-            listing.files.insert(
-                name.to_string(),
-                FileMeta {
-                    size: e.size,
-                    mtime: e.last_modified.into(),
-                    object_type: e.object_type,
-                    etag: e.etag,
-                    crc64: None,
-                    storage_class: Some(e.storage_class),
-                    user_meta: BTreeMap::new(),
-                    from_head: false,
-                },
-            );
-        }
-        let listing = Arc::new(listing);
-        let mut nodes = lock(&self.nodes);
-        if let Some(n) = nodes.by_ino.get_mut(&dir_ino) {
-            n.listing = Some(Cached {
-                value: listing.clone(),
-                at: Instant::now(),
-            });
-        }
-        Ok(listing)
-    }
-
     /// Resolves `name` in directory `parent` and takes one kernel lookup reference on it.
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let file_path = self.child_path(parent, name, Kind::File)?;
@@ -190,8 +45,8 @@ impl Core {
                 // of a few pages, so a single stat in a huge one stays two requests.
                 Some(l)
                     if l.at.elapsed() < self.cfg.metadata_ttl * 10
-                        && l.value.files.len() + l.value.dirs.len() <= RELIST_MAX
-                        && (l.value.files.contains_key(name) || l.value.dirs.contains(name)) =>
+                        && l.value.len() <= REMEMBER_MAX
+                        && l.value.get(name).is_some() =>
                 {
                     (None, true)
                 }
@@ -199,17 +54,15 @@ impl Core {
             }
         };
         let cached = match (cached, relist) {
-            (None, true) => Some(self.listing(parent).await?),
+            (None, true) => self.listing(parent).await?,
             (c, _) => c,
         };
         if let Some(l) = cached {
-            if l.dirs.contains(name) {
-                return Ok(self.take_ref(&dir_path, Kind::Dir, None));
-            }
-            if let Some(meta) = l.files.get(name) {
-                return Ok(self.take_ref(&file_path, Kind::File, Some(meta.clone())));
-            }
-            return Err(FsError::NotFound);
+            return match l.get(name) {
+                Some(None) => Ok(self.take_ref(&dir_path, Kind::Dir, None)),
+                Some(Some(meta)) => Ok(self.take_ref(&file_path, Kind::File, Some(meta.clone()))),
+                None => Err(FsError::NotFound),
+            };
         }
         if lock(&self.nodes)
             .negative
@@ -246,14 +99,22 @@ impl Core {
             Err(e) if e.is_no_such_key() => {
                 let mut nodes = lock(&self.nodes);
                 // Bounded: PATH probes and editor swap files must not grow it without end.
-                if nodes.negative.len() > 50_000 {
+                // Pruned whenever it has doubled since the last pruning, so it holds about
+                // what one TTL of misses leaves, not the bound.
+                let pruned = nodes.negative.len() >= (nodes.negative_kept * 2).clamp(1024, 50_000);
+                if pruned {
                     let ttl = self.cfg.metadata_ttl;
                     nodes.negative.retain(|_, t| t.elapsed() < ttl);
-                    if nodes.negative.len() > 50_000 {
+                    if nodes.negative.len() >= 50_000 {
                         nodes.negative.clear();
                     }
+                    nodes.negative_kept = nodes.negative.len();
                 }
                 nodes.negative.insert(file_path.to_string(), Instant::now());
+                drop(nodes);
+                if pruned {
+                    super::release_free_memory();
+                }
                 Err(FsError::NotFound)
             }
             Err(e) => Err(e.into()),
@@ -312,146 +173,6 @@ impl Core {
                 Ok(self.file_attr(ino, &meta))
             }
         }
-    }
-
-    /// The entries of a directory: `.` and `..`, then directories and files in name order
-    /// with the attributes the listing gave, then files this mount is writing that the
-    /// listing does not show yet. No node is made here: only entries handed to the kernel get
-    /// one ([`Core::entry_ref`], [`Core::entry_ino`]), so memory follows what the kernel holds.
-    pub async fn readdir_entries(&self, ino: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        let path = self.dir_path(ino)?;
-        let listing = self.listing(ino).await?;
-        let (parent_ino, streams) = {
-            let nodes = lock(&self.nodes);
-            let parent = if ino == ROOT {
-                ROOT
-            } else {
-                nodes
-                    .by_path
-                    .get(parent_path(&path))
-                    .copied()
-                    .unwrap_or(ROOT)
-            };
-            // Files this mount is writing may not be listed yet: shown while they have unsent
-            // bytes or an open handle (an idle stream of a file deleted elsewhere is not).
-            let streams = lock(&self.streams);
-            let live: Vec<(String, u64)> = streams
-                .iter()
-                .filter_map(|(sino, s)| {
-                    let key = s.key();
-                    let name = key.strip_prefix(path.as_str())?;
-                    let open = nodes
-                        .by_ino
-                        .get(sino)
-                        .is_some_and(|n| !n.detached && (n.open_handles > 0 || !s.is_idle()));
-                    (valid_name(name) && !listing.files.contains_key(name) && open && !s.is_gone())
-                        .then(|| (name.to_string(), *sino))
-                })
-                .collect();
-            (parent, live)
-        };
-        let mut out =
-            Vec::with_capacity(2 + listing.dirs.len() + listing.files.len() + streams.len());
-        out.push(DirEntry::at(ino, ".", Kind::Dir));
-        out.push(DirEntry::at(parent_ino, "..", Kind::Dir));
-        let mut dirs: Vec<&String> = listing.dirs.iter().collect();
-        dirs.sort();
-        out.extend(dirs.into_iter().map(|d| DirEntry {
-            ino: 0,
-            name: d.clone(),
-            path: format!("{path}{d}/"),
-            kind: Kind::Dir,
-            meta: None,
-        }));
-        out.extend(listing.files.iter().map(|(name, meta)| DirEntry {
-            ino: 0,
-            name: name.clone(),
-            path: format!("{path}{name}"),
-            kind: Kind::File,
-            meta: Some(meta.clone()),
-        }));
-        let mut streams = streams;
-        streams.sort();
-        out.extend(
-            streams
-                .into_iter()
-                .map(|(name, sino)| DirEntry::at(sino, &name, Kind::File)),
-        );
-        Ok(Arc::new(out))
-    }
-
-    /// The inode of a directory entry for plain `readdir` (no kernel reference taken).
-    pub fn entry_ino(&self, e: &DirEntry) -> u64 {
-        if e.ino != 0 {
-            return e.ino;
-        }
-        lock(&self.nodes).get_or_insert(&e.path, e.kind).ino
-    }
-
-    /// A directory entry handed to the kernel by `readdirplus`, which takes a lookup reference
-    /// on it (not on `.` and `..`): the node is made or found, referenced, and given the
-    /// listing's attributes when its own are stale (so `ls -l` costs no HEAD per file).
-    pub fn entry_ref(&self, e: &DirEntry) -> Attr {
-        let counted = e.name != "." && e.name != "..";
-        let ino = if e.ino != 0 {
-            e.ino
-        } else {
-            lock(&self.nodes).get_or_insert(&e.path, e.kind).ino
-        };
-        let ino = match (&e.meta, e.kind) {
-            (Some(meta), Kind::File) => {
-                let stale = lock(&self.nodes)
-                    .by_ino
-                    .get(&ino)
-                    .is_none_or(|n| !self.fresh(&n.meta));
-                if stale {
-                    self.store_meta(ino, meta.clone())
-                } else {
-                    ino
-                }
-            }
-            _ => ino,
-        };
-        let mut nodes = lock(&self.nodes);
-        let Some(n) = nodes.by_ino.get_mut(&ino) else {
-            drop(nodes);
-            return self.dir_attr(ino);
-        };
-        if counted {
-            n.lookups += 1;
-        }
-        let (kind, meta) = (n.kind, n.meta.as_ref().map(|m| m.value.clone()));
-        drop(nodes);
-        match (kind, meta.or_else(|| e.meta.clone())) {
-            (Kind::File, Some(m)) => self.file_attr(ino, &m),
-            _ => self.dir_attr(ino),
-        }
-    }
-
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
-        self.dir_path(ino)?;
-        Ok(self.new_handle(super::HandleKind::Dir { ino, entries: None }))
-    }
-
-    /// Entries from `offset` on; the listing is taken once per open directory handle.
-    pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        let h = self.handle(fh)?;
-        let (ino, have) = match &*lock(&h) {
-            super::HandleKind::Dir { ino, entries } => (*ino, entries.clone()),
-            _ => return Err(FsError::BadHandle),
-        };
-        if let (Some(e), true) = (&have, offset > 0) {
-            return Ok(e.clone());
-        }
-        let entries = self.readdir_entries(ino).await?;
-        if let super::HandleKind::Dir { entries: slot, .. } = &mut *lock(&h) {
-            *slot = Some(entries.clone());
-        }
-        Ok(entries)
-    }
-
-    pub fn releasedir(&self, fh: u64) {
-        lock(&self.handles).remove(&fh);
     }
 
     pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {

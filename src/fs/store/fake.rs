@@ -74,6 +74,9 @@ struct State {
     outage: bool,
     calls: HashMap<Call, u64>,
     next_etag: u64,
+    /// Every listing of exactly this prefix takes this long (a large directory on a slow
+    /// server), whatever else is scripted.
+    slow_prefixes: HashMap<String, u64>,
 }
 
 /// The in-memory store. Cheap to clone; clones share the objects (several mounts of one
@@ -147,6 +150,12 @@ impl FakeStore {
     /// While on, every call fails as a refused connection.
     pub fn set_outage(&self, on: bool) {
         self.lock().outage = on;
+    }
+
+    /// Every ListObjectsV2 page of exactly `prefix` is answered after `ms` milliseconds
+    /// (other listings are not slowed).
+    pub fn slow_list(&self, prefix: &str, ms: u64) {
+        self.lock().slow_prefixes.insert(prefix.to_string(), ms);
     }
 
     pub fn calls(&self, call: Call) -> u64 {
@@ -489,6 +498,10 @@ impl Store for FakeStore {
         max_keys: u32,
     ) -> Result<ListPage, ClientError> {
         self.delay(Call::List).await;
+        let slow = self.lock().slow_prefixes.get(prefix).copied();
+        if let Some(ms) = slow {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
         let mut st = self.lock();
         if let (Some(e), _) = self.before(&mut st, Call::List, Op::ListObjectsV2, "", false) {
             return Err(e);
