@@ -623,3 +623,32 @@ fn sequential_reads_reach_8_mib_requests() {
         c.release(fh).await.unwrap();
     });
 }
+
+/// A program that reads a small header at the start of a large file costs one block, no
+/// prefetch.
+#[test]
+fn a_header_read_costs_one_block() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        let data = bytes_for(0, 0, (32 * MIB) as usize);
+        store.foreign_append("h.bin", &data);
+        let c = core_with_cache(Arc::new(store.clone()), "", dir.path(), 256 * MIB);
+        let fh = c
+            .open(c.lookup(ROOT, "h.bin").await.unwrap().ino, RO)
+            .await
+            .unwrap();
+        let got = c.read(fh, 0, 4096).await.unwrap();
+        assert_eq!(got.as_ref(), &data[..4096]);
+        let got = c.read(fh, 4096, 4096).await.unwrap();
+        assert_eq!(got.as_ref(), &data[4096..8192]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ranges = store.get_ranges();
+        assert_eq!(
+            ranges,
+            vec![("h.bin".to_string(), 0, MIB - 1)],
+            "one block, nothing prefetched"
+        );
+        c.release(fh).await.unwrap();
+    });
+}

@@ -793,13 +793,19 @@ impl ReadState {
     }
 
     /// Starts the prefetch requests that keep the window ahead of a sequential reader whose
-    /// read ends at `end`: the window is four times what the streak has read (at least a
-    /// block, at most [`BlockCache::max_window`]); requests go out back to back from where the
-    /// last one ended, each twice the previous one up to [`RUN_BLOCKS`] blocks, so that a
-    /// long read is served by GETs of 8 MiB with up to eight in flight.
+    /// read ends at `end`, once the streak has read half a block: the window is four times
+    /// what the streak has read (at least a block, at most [`BlockCache::max_window`]);
+    /// requests go out back to back from where the last one ended, each twice the previous
+    /// one up to [`RUN_BLOCKS`] blocks, so that a long read is served by GETs of 8 MiB with
+    /// up to eight in flight.
     fn prefetch(&mut self, cache: &Arc<BlockCache>, obj: &Incarnation<'_>, end: u64, size: u64) {
+        // Not for a reader of a few small pieces (a header): only once the streak has read
+        // half a block.
+        if self.streak < BLOCK / 2 {
+            return;
+        }
         let max = cache.max_window() * BLOCK;
-        let window = (self.streak.saturating_mul(4)).clamp(BLOCK, max);
+        let window = self.streak.saturating_mul(4).clamp(BLOCK, max);
         let target = (end + window).min(size);
         let steady = RUN_BLOCKS.min(cache.max_window()) * BLOCK;
         self.ahead = self.ahead.max(end.div_ceil(BLOCK) * BLOCK);
