@@ -25,6 +25,15 @@ const RO: OpenMode = OpenMode {
 };
 
 fn core(store: Arc<dyn Store>, prefix: &str, dir: &std::path::Path) -> Arc<Core> {
+    core_with_cache(store, prefix, dir, 8 << 20)
+}
+
+fn core_with_cache(
+    store: Arc<dyn Store>,
+    prefix: &str,
+    dir: &std::path::Path,
+    cache_size: u64,
+) -> Arc<Core> {
     Core::new(
         store,
         FsConfig {
@@ -34,7 +43,7 @@ fn core(store: Arc<dyn Store>, prefix: &str, dir: &std::path::Path) -> Arc<Core>
             file_mode: 0o644,
             dir_mode: 0o755,
             metadata_ttl: Duration::from_millis(100),
-            cache_size: 8 << 20,
+            cache_size,
             max_dirty: 1 << 20,
             max_memory: None,
             read_only: false,
@@ -753,4 +762,116 @@ fn small_listings_are_remembered_for_the_ttl_large_ones_are_not() {
     assert_eq!(run(3000), (0, 0), "remembered: no request");
     let (lists, _) = run(20_500);
     assert!(lists >= 21, "not remembered: listed again ({lists} pages)");
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A read that does not continue the handle's previous reads fetches the pieces it touches
+/// (32 KiB), not the 1 MiB blocks around it; read again, it costs nothing.
+#[test]
+fn a_random_read_fetches_a_small_range() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        let data = bytes_for(0, 0, (32 * MIB) as usize);
+        store.foreign_append("r.bin", &data);
+        let c = core_with_cache(Arc::new(store.clone()), "", dir.path(), 256 * MIB);
+        let fh = c
+            .open(c.lookup(ROOT, "r.bin").await.unwrap().ino, RO)
+            .await
+            .unwrap();
+        // (A handle's first read near the start counts as the start of a sequential read.)
+        for &at in &[
+            20 * MIB + 12_345,
+            12 * MIB + 40_000,
+            30 * MIB - 100,
+            20 * MIB + 12_345,
+        ] {
+            let got = c.read(fh, at, 4096).await.unwrap();
+            assert_eq!(got.as_ref(), &data[at as usize..at as usize + 4096]);
+        }
+        let ranges = store.get_ranges();
+        assert_eq!(ranges.len(), 3, "the repeated read is cached: {ranges:?}");
+        for (_, first, last) in &ranges {
+            assert!(
+                last - first < 64 * 1024,
+                "a 4 KiB random read fetched {} bytes",
+                last - first + 1
+            );
+        }
+        c.release(fh).await.unwrap();
+    });
+}
+
+/// A sequential reader's prefetch ramps up from one block and then asks for 8 MiB per GET:
+/// all but the first few requests (and the one at the end of the object) are 8 MiB, and
+/// nothing is fetched twice.
+#[test]
+fn sequential_reads_reach_8_mib_requests() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        let len = 100 * MIB + 4321;
+        let data = bytes_for(0, 0, len as usize);
+        store.foreign_append("s.bin", &data);
+        let c = core_with_cache(Arc::new(store.clone()), "", dir.path(), 256 * MIB);
+        let fh = c
+            .open(c.lookup(ROOT, "s.bin").await.unwrap().ino, RO)
+            .await
+            .unwrap();
+        let mut off = 0u64;
+        while off < len {
+            let got = c.read(fh, off, 128 * 1024).await.unwrap();
+            assert!(!got.is_empty());
+            assert!(got[..] == data[off as usize..off as usize + got.len()]);
+            off += got.len() as u64;
+        }
+        let ranges = store.get_ranges();
+        let sizes: Vec<u64> = ranges.iter().map(|(_, a, b)| b - a + 1).collect();
+        let fetched: u64 = sizes.iter().sum();
+        assert_eq!(fetched, len, "every byte fetched once: {sizes:?}");
+        let small = sizes[..sizes.len() - 1]
+            .iter()
+            .filter(|&&n| n < 8 * MIB)
+            .count();
+        assert!(
+            small <= 5,
+            "more than the ramp's requests are under 8 MiB: {sizes:?}"
+        );
+        assert!(
+            ranges.len() as u64 <= len / (8 * MIB) + 6,
+            "{} GETs for {len} bytes: {sizes:?}",
+            ranges.len()
+        );
+        c.release(fh).await.unwrap();
+    });
+}
+
+/// A program that reads a small header at the start of a large file costs one block, no
+/// prefetch.
+#[test]
+fn a_header_read_costs_one_block() {
+    rt().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FakeStore::new();
+        let data = bytes_for(0, 0, (32 * MIB) as usize);
+        store.foreign_append("h.bin", &data);
+        let c = core_with_cache(Arc::new(store.clone()), "", dir.path(), 256 * MIB);
+        let fh = c
+            .open(c.lookup(ROOT, "h.bin").await.unwrap().ino, RO)
+            .await
+            .unwrap();
+        let got = c.read(fh, 0, 4096).await.unwrap();
+        assert_eq!(got.as_ref(), &data[..4096]);
+        let got = c.read(fh, 4096, 4096).await.unwrap();
+        assert_eq!(got.as_ref(), &data[4096..8192]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ranges = store.get_ranges();
+        assert_eq!(
+            ranges,
+            vec![("h.bin".to_string(), 0, MIB - 1)],
+            "one block, nothing prefetched"
+        );
+        c.release(fh).await.unwrap();
+    });
 }

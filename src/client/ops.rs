@@ -132,6 +132,10 @@ pub struct RangeData {
 /// Reads `limit` bytes after skipping `skip` from `body`, then stops (dropping the rest of the
 /// answer and its connection). With `exact`, the body must hold exactly `limit` bytes: one more
 /// is an error (a server that sends more than its Content-Range said).
+/// Most bytes reserved up front for an answer (by what it announced, so a lying one cannot make
+/// us allocate more than this before sending the bytes).
+const MAX_PREALLOC: u64 = 64 << 20;
+
 async fn read_bounded(
     key: &str,
     request_id: &str,
@@ -141,6 +145,9 @@ async fn read_bounded(
     exact: bool,
 ) -> Result<Bytes, ClientError> {
     use futures::StreamExt;
+    // Room for the whole answer at once: growing the buffer as chunks arrive would copy the
+    // bytes again at every doubling and hold two buffers meanwhile. Allocated only once a
+    // second chunk arrives (a single chunk is kept as is).
     let mut out = bytes::BytesMut::new();
     let mut single: Option<Bytes> = None;
     let mut got = 0u64;
@@ -172,6 +179,7 @@ async fn read_bounded(
             single = Some(chunk);
         } else {
             if let Some(first) = single.take() {
+                out.reserve(limit.min(MAX_PREALLOC) as usize);
                 out.extend_from_slice(&first);
             }
             out.extend_from_slice(&chunk);

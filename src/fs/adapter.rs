@@ -25,6 +25,8 @@ pub struct Adapter {
     /// Kernel cache time for directory attributes and for names (file attributes: zero, so
     /// every fstat reaches us and `tail -f` sees growth).
     ttl: Duration,
+    /// Read-only handles bypass the page cache too (the kernel allows mmap of such files).
+    read_direct: bool,
 }
 
 /// Where a request failed: the operation, its inode (the parent for name operations) and the
@@ -190,7 +192,12 @@ fn name_str(op: &'static str, parent: u64, name: &OsStr) -> Result<String, Errno
 
 impl Adapter {
     pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle, ttl: Duration) -> Self {
-        Adapter { core, rt, ttl }
+        Adapter {
+            core,
+            rt,
+            ttl,
+            read_direct: false,
+        }
     }
 
     /// Runs `f` inside a span named after the operation: first on this FUSE thread, and on the
@@ -230,10 +237,11 @@ fn open_mode(flags: i32) -> OpenMode {
     }
 }
 
-fn fopen_flags(mode: OpenMode) -> FopenFlags {
+fn fopen_flags(mode: OpenMode, read_direct: bool) -> FopenFlags {
     // Writers bypass the page cache: appends go straight to the stream, and without it the
-    // kernel would never send a write without O_APPEND semantics we can honour.
-    if mode.write {
+    // kernel would never send a write without O_APPEND semantics we can honour. Readers do
+    // when `read_direct` (see `init`).
+    if mode.write || read_direct {
         FopenFlags::FOPEN_DIRECT_IO
     } else {
         FopenFlags::empty()
@@ -247,6 +255,18 @@ impl Filesystem for Adapter {
         // READDIRPLUS: a listing hands the kernel every entry with its attributes, so `ls -l`
         // costs no lookup per entry, and the kernel holds a reference on each entry (freed by
         // `forget`), which bounds the mount's inode table by what the kernel keeps.
+        // Readers bypass the page cache too where the kernel still allows mmap of such files
+        // (Linux 6.6 and later): a large read is then one copy from our block into the
+        // reader's buffer instead of two through the page cache, and the block cache (which
+        // serves re-reads) is the one cache. Older kernels keep the page cache for readers.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_ok()
+        {
+            self.read_direct = true;
+        } else {
+            tracing::debug!("the kernel cannot mmap direct-I/O files; readers use the page cache");
+        }
         if config
             .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS)
             .is_err()
@@ -442,9 +462,10 @@ impl Filesystem for Adapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mode = open_mode(flags.0);
         let core = self.core.clone();
+        let direct = self.read_direct;
         self.spawn("open", ino.0, async move {
             match core.open(ino.0, mode).await {
-                Ok(fh) => reply.opened(FileHandle(fh), fopen_flags(mode)),
+                Ok(fh) => reply.opened(FileHandle(fh), fopen_flags(mode, direct)),
                 Err(e) => reply.error(Site::new("open", ino.0).fail(&e)),
             }
         });
@@ -738,6 +759,7 @@ impl Filesystem for Adapter {
         let exclusive = flags & libc::O_EXCL != 0;
         let core = self.core.clone();
         let ttl = self.ttl;
+        let direct = self.read_direct;
         self.spawn("create", parent.0, async move {
             match core.create(parent.0, &name, exclusive, mode).await {
                 Ok((a, fh)) => reply.created(
@@ -745,7 +767,7 @@ impl Filesystem for Adapter {
                     &to_attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    fopen_flags(mode),
+                    fopen_flags(mode, direct),
                 ),
                 Err(e) => reply.error(Site::named("create", parent.0, &name).fail(&e)),
             }

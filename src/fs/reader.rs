@@ -21,8 +21,12 @@ pub const BLOCK: u64 = 1024 * 1024;
 /// on eight connections, which is what fills a link where each connection is slow (OSS).
 /// Bounded further by a quarter of the cache ([`BlockCache::max_window`]).
 pub const MAX_WINDOW: u64 = 64;
-/// Most blocks fetched by one prefetch GET.
+/// Blocks fetched by one prefetch GET once a sequential reader's requests have grown (they
+/// start at one block and double).
 pub const RUN_BLOCKS: u64 = 8;
+/// What a read that is not sequential for its handle fetches: its own range, rounded out to
+/// pieces of this size (cached apart from blocks), not whole blocks.
+pub const PIECE: u64 = 32 * 1024;
 
 /// The object a read is for, as the namespace knows it.
 #[derive(Debug, Clone, Copy)]
@@ -44,9 +48,20 @@ pub struct BlockKey {
 
 type Fetch = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
+/// What the LRU holds: whole blocks (a prefix of the block, as much as the object had), and
+/// pieces of [`PIECE`] bytes fetched by non-sequential reads (`index` counts pieces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Block(BlockKey),
+    Piece(BlockKey),
+}
+
 struct Inner {
-    lru: lru::LruCache<BlockKey, Bytes>,
+    lru: lru::LruCache<Slot, Bytes>,
     bytes: u64,
+    /// Bytes asked for by GETs in flight: their bodies count against the cache's room as soon
+    /// as they are asked for, so cached blocks, prefetch and bodies stay within one bound.
+    reserved: u64,
     inflight: HashMap<BlockKey, (u64, Fetch)>,
     /// For blocks extended here: the object's length and CRC-64 where the block ends, as
     /// proven by the extension (so the next one can be proven too).
@@ -71,6 +86,7 @@ impl BlockCache {
             inner: Mutex::new(Inner {
                 lru: lru::LruCache::unbounded(),
                 bytes: 0,
+                reserved: 0,
                 inflight: HashMap::new(),
                 proven: HashMap::new(),
             }),
@@ -110,16 +126,28 @@ impl BlockCache {
             return;
         }
         let room = self.room();
-        let mut inner = self.lock();
-        while inner.bytes > room {
+        Self::evict(&mut self.lock(), room);
+    }
+
+    /// Evicts least recently used entries until the cached bytes and the bodies in flight fit
+    /// `room` (or nothing cached is left).
+    fn evict(inner: &mut Inner, room: u64) {
+        while inner.bytes + inner.reserved > room {
             match inner.lru.pop_lru() {
-                Some((k, b)) => {
+                Some((slot, b)) => {
                     inner.bytes -= b.len() as u64;
-                    inner.proven.remove(&k);
+                    if let Slot::Block(k) = slot {
+                        inner.proven.remove(&k);
+                    }
                 }
                 None => break,
             }
         }
+    }
+
+    /// Bytes the GETs in flight may hold at once: half the room (the rest is for blocks read).
+    fn inflight_budget(&self) -> u64 {
+        (self.room() / 2).max(2 * BLOCK)
     }
 
     /// The largest prefetch window (in blocks) this cache can hold without evicting blocks a
@@ -139,7 +167,7 @@ impl BlockCache {
     ) -> FsResult<Bytes> {
         let fetch = {
             let mut inner = self.lock();
-            let have = match inner.lru.get(&bk) {
+            let have = match inner.lru.get(&Slot::Block(bk)) {
                 Some(b) if b.len() as u64 >= want => return Ok(b.clone()),
                 // Extended only where the cached bytes end at a proven prefix of the object
                 // (the node's verified one, or one an earlier extension proved), whose CRC-64
@@ -191,7 +219,7 @@ impl BlockCache {
         let this = self.clone();
         let key = key.to_string();
         let span = tracing::debug_span!("block_extend", key = %key, block = bk.index, from = first, to = last);
-        let f = async move {
+        let task = async move {
             let res = match this.store.get_range(&key, first, last).await {
                 Ok(d) => {
                     let n = d.data.len() as u64;
@@ -233,24 +261,27 @@ impl BlockCache {
                     Err(FsError::from(e))
                 }
             };
-            this.finish(bk, want, &res);
+            this.finish(&mut this.lock(), bk, want, &res);
             res
         }
-        .instrument(span)
-        .boxed()
-        .shared();
+        .instrument(span);
+        let f = joined(tokio::spawn(task)).boxed().shared();
         inner.inflight.insert(bk, (want, f.clone()));
         f
     }
 
     fn present(inner: &Inner, bk: &BlockKey, want: u64) -> bool {
-        inner.lru.peek(bk).is_some_and(|b| b.len() as u64 >= want)
+        inner
+            .lru
+            .peek(&Slot::Block(*bk))
+            .is_some_and(|b| b.len() as u64 >= want)
             || inner.inflight.get(bk).is_some_and(|(l, _)| *l >= want)
     }
 
-    /// Starts fetching `count` blocks from `first` in the background (sequential prefetch).
-    /// Consecutive missing blocks go out as one ranged GET of up to [`RUN_BLOCKS`] blocks, so a
-    /// sequential reader costs a request per several MiB rather than per block.
+    /// Starts fetching the missing blocks of `first..first + count` in the background (one
+    /// request of a sequential reader's prefetch): consecutive missing blocks go out as one
+    /// ranged GET. Returns false, starting nothing, when the GETs already in flight hold the
+    /// budget of bodies in flight; the caller asks again on a later read.
     pub fn prefetch(
         self: &Arc<Self>,
         key: &str,
@@ -259,59 +290,48 @@ impl BlockCache {
         first: u64,
         count: u64,
         size: u64,
-    ) {
+    ) -> bool {
         let mut inner = self.lock();
         let key_of = |index| BlockKey {
             ino,
             generation,
             index,
         };
-        // Refill only when less than half the window is already there or coming: the refill is
-        // then a few large GETs, not one small GET per block read.
-        let ahead = (first..first + count)
-            .take_while(|&i| {
-                let start = i * BLOCK;
-                start < size && Self::present(&inner, &key_of(i), (size - start).min(BLOCK))
-            })
-            .count() as u64;
-        if ahead > 0 && ahead * 2 >= count {
-            return;
+        let wants: Vec<(BlockKey, u64)> = (first..first + count)
+            .take_while(|i| i * BLOCK < size)
+            .map(|i| (key_of(i), (size - i * BLOCK).min(BLOCK)))
+            .collect();
+        let missing: u64 = wants
+            .iter()
+            .filter(|(bk, w)| !Self::present(&inner, bk, *w))
+            .map(|(_, w)| w)
+            .sum();
+        if missing == 0 {
+            return true;
+        }
+        if inner.reserved + missing > self.inflight_budget() && inner.reserved > 0 {
+            return false;
         }
         let mut run: Vec<(BlockKey, u64)> = Vec::new();
-        let mut started = Vec::new();
-        for index in first + ahead..first + count {
-            let start = index * BLOCK;
-            if start >= size {
-                break;
-            }
-            let bk = key_of(index);
-            let want = (size - start).min(BLOCK);
+        for (bk, want) in wants {
             if Self::present(&inner, &bk, want) {
                 if !run.is_empty() {
-                    started.extend(self.start_run(&mut inner, key, &run));
+                    self.start_run(&mut inner, key, &run);
                     run.clear();
                 }
                 continue;
             }
             run.push((bk, want));
-            if run.len() as u64 == RUN_BLOCKS {
-                started.extend(self.start_run(&mut inner, key, &run));
-                run.clear();
-            }
         }
         if !run.is_empty() {
-            started.extend(self.start_run(&mut inner, key, &run));
+            self.start_run(&mut inner, key, &run);
         }
-        drop(inner);
-        for f in started {
-            tokio::spawn(async move {
-                let _ = f.await;
-            });
-        }
+        true
     }
 
-    /// One GET for consecutive blocks; returns a shared fetch per block, each registered as in
-    /// flight, each storing its block in the LRU when done.
+    /// One GET for consecutive blocks, run as a task of its own (it completes, and its blocks
+    /// are cached, whether or not anyone still waits); returns a shared fetch per block, each
+    /// registered as in flight.
     fn start_run(
         self: &Arc<Self>,
         inner: &mut Inner,
@@ -321,10 +341,13 @@ impl BlockCache {
         let first = blocks[0].0.index * BLOCK;
         let total: u64 = blocks.iter().map(|(_, w)| w).sum();
         let span = tracing::debug_span!("block_fetch", key = %key, first_block = blocks[0].0.index, blocks = blocks.len(), bytes = total);
+        inner.reserved += total;
+        Self::evict(inner, self.room());
         let this = self.clone();
         let key = key.to_string();
-        let run = async move {
-            match this.store.get_range(&key, first, first + total - 1).await {
+        let wants = blocks.to_vec();
+        let task = async move {
+            let res = match this.store.get_range(&key, first, first + total - 1).await {
                 Ok(d) => Ok(d.data),
                 // The object is shorter than we were told: the reader finds out why.
                 Err(e) if e.code() == Some("InvalidRange") => Ok(Bytes::new()),
@@ -332,27 +355,25 @@ impl BlockCache {
                     tracing::debug!(key = %key, offset = first, bytes = total, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
                     Err(FsError::from(e))
                 }
+            };
+            let mut inner = this.lock();
+            inner.reserved -= total;
+            for (i, &(bk, want)) in wants.iter().enumerate() {
+                let block = res.clone().map(|d| slice_of(&d, i as u64 * BLOCK, want));
+                this.finish(&mut inner, bk, want, &block);
             }
+            res
         }
-        .instrument(span)
-        .boxed()
-        .shared();
+        .instrument(span);
+        let run = joined(tokio::spawn(task)).boxed().shared();
         let mut out = Vec::with_capacity(blocks.len());
         for (i, &(bk, want)) in blocks.iter().enumerate() {
-            let this = self.clone();
-            let run = run.clone();
             let offset = i as u64 * BLOCK;
-            let f = async move {
-                let res = run.await.map(|data| {
-                    let lo = (offset as usize).min(data.len());
-                    let hi = ((offset + want) as usize).min(data.len());
-                    data.slice(lo..hi)
-                });
-                this.finish(bk, want, &res);
-                res
-            }
-            .boxed()
-            .shared();
+            let f = run
+                .clone()
+                .map(move |res| res.map(|d| slice_of(&d, offset, want)))
+                .boxed()
+                .shared();
             inner.inflight.insert(bk, (want, f.clone()));
             out.push(f);
         }
@@ -360,31 +381,104 @@ impl BlockCache {
     }
 
     /// A fetch is done: no longer in flight, and its block cached if it adds bytes.
-    fn finish(&self, bk: BlockKey, want: u64, res: &FsResult<Bytes>) {
-        let mut inner = self.lock();
+    fn finish(&self, inner: &mut Inner, bk: BlockKey, want: u64, res: &FsResult<Bytes>) {
         if inner.inflight.get(&bk).is_some_and(|(l, _)| *l == want) {
             inner.inflight.remove(&bk);
         }
-        let Ok(data) = res else {
-            return;
-        };
-        let better = inner.lru.peek(&bk).is_none_or(|b| b.len() < data.len());
+        if let Ok(data) = res {
+            self.put(inner, Slot::Block(bk), data);
+        }
+    }
+
+    /// Caches `data` in `slot` unless what is there already holds as many bytes.
+    fn put(&self, inner: &mut Inner, slot: Slot, data: &Bytes) {
+        let better = inner.lru.peek(&slot).is_none_or(|b| b.len() < data.len());
         if better && !data.is_empty() {
-            if let Some(old) = inner.lru.put(bk, data.clone()) {
+            if let Some(old) = inner.lru.put(slot, data.clone()) {
                 inner.bytes -= old.len() as u64;
             }
             inner.bytes += data.len() as u64;
-            let room = self.room();
-            while inner.bytes > room {
-                match inner.lru.pop_lru() {
-                    Some((k, b)) => {
-                        inner.bytes -= b.len() as u64;
-                        inner.proven.remove(&k);
-                    }
-                    None => break,
+            Self::evict(inner, self.room());
+        }
+    }
+
+    /// Bytes `offset..offset+len` of `obj` for a read that is not sequential: from a cached
+    /// block or cached pieces when they hold them, else by one GET of just the pieces the
+    /// range touches (never a whole block). Fewer bytes only if the object is shorter than
+    /// `size`.
+    pub async fn read_small(
+        self: &Arc<Self>,
+        obj: &Incarnation<'_>,
+        offset: u64,
+        len: u64,
+        size: u64,
+    ) -> FsResult<Bytes> {
+        let end = (offset + len).min(size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let key_of = |index| BlockKey {
+            ino: obj.ino,
+            generation: obj.generation,
+            index,
+        };
+        let (p0, p1) = (offset / PIECE, (end - 1) / PIECE);
+        {
+            let mut inner = self.lock();
+            // Blocks a sequential reader left: used when they hold the whole range.
+            let (b0, b1) = (offset / BLOCK, (end - 1) / BLOCK);
+            let mut blocks = Vec::new();
+            for b in b0..=b1 {
+                let start = b * BLOCK;
+                let need = (start + BLOCK).min(end) - start;
+                match inner.lru.get(&Slot::Block(key_of(b))) {
+                    Some(d) if d.len() as u64 >= need => blocks.push(d.clone()),
+                    _ => break,
                 }
             }
+            if blocks.len() as u64 == b1 - b0 + 1 {
+                return Ok(join_range(&blocks, b0 * BLOCK, BLOCK, offset, end));
+            }
+            let mut pieces = Vec::new();
+            for p in p0..=p1 {
+                let start = p * PIECE;
+                let need = (start + PIECE).min(end) - start;
+                match inner.lru.get(&Slot::Piece(key_of(p))) {
+                    Some(b) if b.len() as u64 >= need => pieces.push(b.clone()),
+                    _ => break,
+                }
+            }
+            if pieces.len() as u64 == p1 - p0 + 1 {
+                return Ok(join_range(&pieces, p0 * PIECE, PIECE, offset, end));
+            }
         }
+        let first = p0 * PIECE;
+        let last = ((p1 + 1) * PIECE).min(size) - 1;
+        let span = tracing::debug_span!("piece_fetch", key = %obj.key, offset = first, bytes = last + 1 - first);
+        let data = match self
+            .store
+            .get_range(obj.key, first, last)
+            .instrument(span)
+            .await
+        {
+            Ok(d) => d.data,
+            // The object is shorter than we were told: the reader finds out why.
+            Err(e) if e.code() == Some("InvalidRange") => Bytes::new(),
+            Err(e) => {
+                tracing::debug!(key = %obj.key, offset = first, errno = e.errno(), request_id = e.request_id().unwrap_or(""), error = %e, "read failed");
+                return Err(FsError::from(e));
+            }
+        };
+        {
+            let mut inner = self.lock();
+            for p in p0..=p1 {
+                let piece = slice_of(&data, (p - p0) * PIECE, PIECE);
+                self.put(&mut inner, Slot::Piece(key_of(p)), &piece);
+            }
+        }
+        let lo = ((offset - first) as usize).min(data.len());
+        let hi = ((end - first) as usize).min(data.len());
+        Ok(data.slice(lo..hi))
     }
 
     /// Bytes `offset..offset+len` of `obj`, whose remote length is `size`: reads every block in
@@ -440,4 +534,34 @@ impl BlockCache {
         }
         Ok(out.freeze())
     }
+}
+
+/// Bytes `offset..end` out of consecutive `parts` of `unit` bytes each (the first at `start`),
+/// each holding at least the bytes of the range that fall in it: a slice when one part holds
+/// them all, else one copy.
+fn join_range(parts: &[Bytes], start: u64, unit: u64, offset: u64, end: u64) -> Bytes {
+    if let [b] = parts {
+        return b.slice((offset - start) as usize..(end - start) as usize);
+    }
+    let mut out = BytesMut::with_capacity((end - offset) as usize);
+    for (i, b) in parts.iter().enumerate() {
+        let at = start + i as u64 * unit;
+        let from = offset.saturating_sub(at) as usize;
+        let to = ((end - at) as usize).min(b.len());
+        out.extend_from_slice(&b[from..to]);
+    }
+    out.freeze()
+}
+
+/// Bytes `offset..offset + len` of `data`, as many of them as it holds.
+fn slice_of(data: &Bytes, offset: u64, len: u64) -> Bytes {
+    let lo = (offset as usize).min(data.len());
+    let hi = ((offset + len) as usize).min(data.len());
+    data.slice(lo..hi)
+}
+
+/// The result of a fetch task (a task that panicked is an I/O error, never bytes).
+async fn joined(task: tokio::task::JoinHandle<FsResult<Bytes>>) -> FsResult<Bytes> {
+    task.await
+        .unwrap_or_else(|e| Err(FsError::Io(format!("read task failed: {e}"))))
 }

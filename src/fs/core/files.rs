@@ -12,7 +12,7 @@ use super::{lock, Attr, Core, HandleKind, OpenMode, ReadState};
 use crate::fs::append::{exactly_once, AppendStream, WriteMark};
 use crate::fs::error::{FsError, FsResult};
 use crate::fs::namespace::{Cached, FileMeta, Kind, PosixMeta};
-use crate::fs::reader::{Incarnation, BLOCK};
+use crate::fs::reader::{BlockCache, Incarnation, BLOCK, RUN_BLOCKS};
 use crate::oss::meta::storage_class_appendable;
 use crate::oss::{crc64, ObjectType};
 
@@ -83,10 +83,7 @@ impl Core {
             ino,
             stream,
             mark: WriteMark::default(),
-            read: ReadState {
-                last_end: 0,
-                window: 0,
-            },
+            read: ReadState::default(),
         }))
     }
 
@@ -194,19 +191,27 @@ impl Core {
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let h = self.handle(fh)?;
-        let (ino, window, sequential) = match &mut *lock(&h) {
-            HandleKind::File { ino, read, .. } => {
-                let sequential = offset == read.last_end && offset > 0;
-                read.window = if sequential {
-                    (read.window * 2).max(2).min(self.cache.max_window())
-                } else {
-                    1
-                };
-                read.last_end = offset + size as u64;
-                (*ino, read.window, sequential)
-            }
+        let (ino, access) = match &mut *lock(&h) {
+            HandleKind::File { ino, read, .. } => (*ino, read.on_read(offset, size as u64)),
             _ => return Err(FsError::BadHandle),
         };
+        let data = self.read_at(&h, ino, access, offset, size).await?;
+        if let HandleKind::File { read, .. } = &mut *lock(&h) {
+            // A short read (the end of the object): the next sequential read starts where
+            // this one's bytes ended (`tail -f`).
+            read.ended(offset + size as u64, offset + data.len() as u64);
+        }
+        Ok(data)
+    }
+
+    async fn read_at(
+        &self,
+        h: &Arc<std::sync::Mutex<HandleKind>>,
+        ino: u64,
+        access: Access,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Bytes> {
         // The bytes past the confirmed length are read from the append stream by absolute
         // stream offset: the local byte at file offset `base + k` is at stream offset `p + k`,
         // with the `p` that `base` was computed from. If the bytes were confirmed meanwhile
@@ -245,31 +250,27 @@ impl Core {
             let want_end = offset + size as u64;
             let mut out = BytesMut::new();
             if offset < base {
-                // Prefetch first, so the window's GETs run alongside this read's own.
-                if sequential && window > 0 {
-                    let next = want_end.min(base).div_ceil(BLOCK);
-                    self.cache
-                        .prefetch(&path, ino, generation, next, window, base);
-                }
-                let data = self
-                    .cache
-                    .read(
-                        &Incarnation {
-                            key: &path,
-                            ino,
-                            generation,
-                            verified,
-                        },
-                        offset,
-                        size as u64,
-                        base,
-                    )
-                    .await
-                    .inspect_err(|e| {
-                        if matches!(e, FsError::Stale) {
-                            self.mark_replaced(ino);
+                let obj = Incarnation {
+                    key: &path,
+                    ino,
+                    generation,
+                    verified,
+                };
+                let fetched = match access {
+                    Access::Random => self.cache.read_small(&obj, offset, size as u64, base).await,
+                    Access::Sequential => {
+                        // Prefetch first, so the window's GETs run alongside this read's own.
+                        if let HandleKind::File { read, .. } = &mut *lock(h) {
+                            read.prefetch(&self.cache, &obj, want_end.min(base), base);
                         }
-                    })?;
+                        self.cache.read(&obj, offset, size as u64, base).await
+                    }
+                };
+                let data = fetched.inspect_err(|e| {
+                    if matches!(e, FsError::Stale) {
+                        self.mark_replaced(ino);
+                    }
+                })?;
                 let expected = want_end.min(base) - offset;
                 if (data.len() as u64) < expected {
                     return self.short_read(ino, &path, offset, data, base).await;
@@ -734,5 +735,95 @@ impl Core {
             out.push((format!("user.oss.meta.{k}"), v.clone().into_bytes()));
         }
         Ok(out)
+    }
+}
+
+/// How a read is served, by what the handle read before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Continues the handle's previous reads, or is the handle's first read near the start
+    /// of the object (most files are read from the start to the end): whole blocks, and the
+    /// prefetch window.
+    Sequential,
+    /// Anywhere else: only the pieces the read touches.
+    Random,
+}
+
+/// Reads the kernel sends out of order (several readahead requests in flight) stay in a
+/// sequential streak when they start this close to where the streak is; a handle's first
+/// read starts one when it starts this close to the object's start.
+const REORDER_SLACK: u64 = 8 * BLOCK;
+
+impl ReadState {
+    fn on_read(&mut self, offset: u64, len: u64) -> Access {
+        let end = offset + len;
+        let near = |at: u64| offset + REORDER_SLACK >= at && offset <= at + REORDER_SLACK;
+        let fresh = self.last_end == 0 && self.streak == 0;
+        let access = if offset == self.last_end
+            || (fresh && near(0))
+            || (self.streak > 0 && near(self.last_end))
+        {
+            Access::Sequential
+        } else {
+            Access::Random
+        };
+        match access {
+            Access::Sequential => {
+                if self.streak == 0 {
+                    self.request = BLOCK;
+                }
+                self.streak += len;
+                self.last_end = self.last_end.max(end);
+            }
+            Access::Random => {
+                *self = ReadState {
+                    last_end: end,
+                    ..ReadState::default()
+                };
+            }
+        }
+        access
+    }
+
+    /// A read asked to end at `asked` got bytes up to `got` only.
+    fn ended(&mut self, asked: u64, got: u64) {
+        if got < asked && self.last_end == asked {
+            self.last_end = got;
+        }
+    }
+
+    /// Starts the prefetch requests that keep the window ahead of a sequential reader whose
+    /// read ends at `end`, once the streak has read half a block: the window is four times
+    /// what the streak has read (at least a block, at most [`BlockCache::max_window`]);
+    /// requests go out back to back from where the last one ended, each twice the previous
+    /// one up to [`RUN_BLOCKS`] blocks, so that a long read is served by GETs of 8 MiB with
+    /// up to eight in flight.
+    fn prefetch(&mut self, cache: &Arc<BlockCache>, obj: &Incarnation<'_>, end: u64, size: u64) {
+        // Not for a reader of a few small pieces (a header): only once the streak has read
+        // half a block.
+        if self.streak < BLOCK / 2 {
+            return;
+        }
+        let max = cache.max_window() * BLOCK;
+        let window = self.streak.saturating_mul(4).clamp(BLOCK, max);
+        let target = (end + window).min(size);
+        let steady = RUN_BLOCKS.min(cache.max_window()) * BLOCK;
+        self.ahead = self.ahead.max(end.div_ceil(BLOCK) * BLOCK);
+        while self.ahead < target {
+            let request = self.request.clamp(BLOCK, steady);
+            let started = cache.prefetch(
+                obj.key,
+                obj.ino,
+                obj.generation,
+                self.ahead / BLOCK,
+                request / BLOCK,
+                size,
+            );
+            if !started {
+                break; // the bodies in flight are at their bound: asked again on a later read
+            }
+            self.ahead += request;
+            self.request = (request * 2).min(steady);
+        }
     }
 }

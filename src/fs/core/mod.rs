@@ -76,9 +76,18 @@ pub struct OpenMode {
     pub read: bool,
 }
 
+/// What a handle's reads have been, to tell a sequential reader (full blocks, prefetch) from
+/// one that reads here and there (only what it asks for).
+#[derive(Debug, Default)]
 struct ReadState {
+    /// Where the last read ended (the furthest end during a sequential streak).
     last_end: u64,
-    window: u64,
+    /// Bytes read in the current sequential streak (0: none).
+    streak: u64,
+    /// The streak's prefetch requests cover the object up to here (block aligned).
+    ahead: u64,
+    /// Bytes of the streak's next prefetch request (doubling up to the steady size).
+    request: u64,
 }
 
 enum HandleKind {

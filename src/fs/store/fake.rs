@@ -73,6 +73,8 @@ struct State {
     rng: Option<rand::rngs::StdRng>,
     outage: bool,
     calls: HashMap<Call, u64>,
+    /// Every GetObject asked for: key, first and last byte.
+    ranges: Vec<(String, u64, u64)>,
     next_etag: u64,
     /// Every listing of exactly this prefix takes this long (a large directory on a slow
     /// server), whatever else is scripted.
@@ -160,6 +162,11 @@ impl FakeStore {
 
     pub fn calls(&self, call: Call) -> u64 {
         self.lock().calls.get(&call).copied().unwrap_or(0)
+    }
+
+    /// The ranges GetObject calls asked for, in order: (key, first byte, last byte).
+    pub fn get_ranges(&self) -> Vec<(String, u64, u64)> {
+        self.lock().ranges.clone()
     }
 
     /// The object's bytes, if it exists.
@@ -347,6 +354,7 @@ impl Store for FakeStore {
 
     async fn get_range(&self, key: &str, first: u64, last: u64) -> Result<RangeData, ClientError> {
         let mut st = self.lock();
+        st.ranges.push((key.to_string(), first, last));
         if let (Some(e), _) = self.before(&mut st, Call::Get, Op::GetObject, key, false) {
             return Err(e);
         }
