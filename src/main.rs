@@ -116,6 +116,11 @@ struct MountArgs {
     /// Let other users access the mount.
     #[arg(long, help_heading = "Files and permissions")]
     allow_other: bool,
+    /// Answer no extended attributes (not even the read-only user.oss.*): the kernel then
+    /// stops asking, which saves `ls -l` two round trips to the daemon per file
+    /// (-o noxattr).
+    #[arg(long, help_heading = "Files and permissions")]
+    no_xattrs: bool,
     /// ACL of objects this mount creates (default, private, public-read, public-read-write).
     #[arg(long, help_heading = "New objects")]
     acl: Option<String>,
@@ -390,6 +395,8 @@ fn expand_fstab_options(args: Vec<String>) -> Result<(Vec<String>, OptionOrigins
             }
             let long = match name {
                 "ro" => "read-only".to_string(),
+                // The spelling of s3fs and ossfs.
+                "noxattr" => "no-xattrs".to_string(),
                 n => n.replace('_', "-"),
             };
             let Some((_, takes)) = flags.iter().find(|(l, _)| *l == long) else {
@@ -1011,6 +1018,7 @@ async fn mount(args: MountArgs, log: Option<LogFile>) -> anyhow::Result<()> {
             file_mode: args.file_mode,
             dir_mode: args.dir_mode,
             allow_other: args.allow_other,
+            xattrs: !args.no_xattrs,
             create: CreateOptions {
                 acl: args.acl.clone(),
                 storage_class: args.storage_class.clone(),

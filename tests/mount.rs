@@ -60,29 +60,7 @@ fn echo_appends_make_one_appendable_object() {
     oss.assert_appendable("app.log", want);
 
     // The object type and next position as read-only xattrs.
-    let xattr = |name: &str| -> Option<Vec<u8>> {
-        let p = m.path("app.log");
-        let name = name.to_string();
-        bounded("getxattr", SHORT, move || {
-            use std::os::unix::ffi::OsStrExt;
-            let path = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-            let name = std::ffi::CString::new(name).unwrap();
-            let mut buf = vec![0u8; 256];
-            // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-            let n = unsafe {
-                libc::getxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            (n >= 0).then(|| {
-                buf.truncate(n as usize);
-                buf
-            })
-        })
-    };
+    let xattr = |name: &str| get_xattr(m.path("app.log"), name).ok();
     assert_eq!(
         xattr("user.oss.object-type").as_deref(),
         Some(&b"Appendable"[..])
@@ -529,6 +507,50 @@ fn mv_mkdir_ls_rm_rmdir_and_replace() {
     sh_ok(m.dir(), "echo y >> existing.log");
     assert_eq!(sh_ok(m.dir(), "cat existing.log").stdout, b"x\ny\n");
     oss.assert_appendable("existing.log", b"x\ny\n");
+    m.finish();
+}
+
+/// `getxattr(path, name)`, bounded in time: the value, or the errno.
+fn get_xattr(path: PathBuf, name: &str) -> Result<Vec<u8>, i32> {
+    let name = name.to_string();
+    bounded("getxattr", SHORT, move || {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        let name = std::ffi::CString::new(name).expect("name");
+        let mut buf = vec![0u8; 256];
+        // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        }
+        buf.truncate(n as usize);
+        Ok(buf)
+    })
+}
+
+/// `-o noxattr` (`--no-xattrs`): no extended attribute is answered, not even `user.oss.*`
+/// (ENOTSUP, so `cp -a` stays quiet), and appending and reading work as ever.
+#[test]
+fn no_xattrs_answers_none() {
+    let oss = Oss::start();
+    let m = Mount::new(&oss, &format!("oss://{BUCKET}"), &["-o", "noxattr"]);
+    sh_ok(m.dir(), "echo line >> app.log");
+    assert_eq!(sh_ok(m.dir(), "cat app.log").stdout, b"line\n");
+    for name in ["user.oss.object-type", "security.selinux"] {
+        assert_eq!(
+            get_xattr(m.path("app.log"), name),
+            Err(libc::EOPNOTSUPP),
+            "{name}"
+        );
+    }
+    oss.assert_appendable("app.log", b"line\n");
     m.finish();
 }
 

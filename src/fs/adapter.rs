@@ -27,6 +27,9 @@ pub struct Adapter {
     ttl: Duration,
     /// Read-only handles bypass the page cache too (the kernel allows mmap of such files).
     read_direct: bool,
+    /// `user.oss.*` attributes answered (else getxattr and listxattr answer ENOSYS, after
+    /// which the kernel stops asking: `ls -l` then costs no round trip per file).
+    xattrs: bool,
 }
 
 /// Where a request failed: the operation, its inode (the parent for name operations) and the
@@ -191,12 +194,13 @@ fn name_str(op: &'static str, parent: u64, name: &OsStr) -> Result<String, Errno
 }
 
 impl Adapter {
-    pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle, ttl: Duration) -> Self {
+    pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle, ttl: Duration, xattrs: bool) -> Self {
         Adapter {
             core,
             rt,
             ttl,
             read_direct: false,
+            xattrs,
         }
     }
 
@@ -674,6 +678,10 @@ impl Filesystem for Adapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            // `--no-xattrs`: the kernel remembers ENOSYS and asks no more (by design: no log).
+            return reply.error(Errno::ENOSYS);
+        }
         let Some(name) = name
             .to_str()
             .filter(|n| n.starts_with("user.oss."))
@@ -697,6 +705,9 @@ impl Filesystem for Adapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::ENOSYS);
+        }
         let core = self.core.clone();
         self.spawn("listxattr", ino.0, async move {
             let site = Site::new("listxattr", ino.0);

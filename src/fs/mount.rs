@@ -39,6 +39,8 @@ pub struct MountOptions {
     pub file_mode: u16,
     pub dir_mode: u16,
     pub allow_other: bool,
+    /// Answer `user.oss.*` extended attributes (`--no-xattrs` turns them off).
+    pub xattrs: bool,
     /// Keys to use instead of looking them up (the embedded server's).
     pub provider: Option<Arc<dyn CredentialsProvider>>,
     /// Creation settings for new objects (ACL, storage class, encryption).
@@ -138,6 +140,7 @@ pub async fn mount(opts: &MountOptions) -> anyhow::Result<Mounted> {
         core.clone(),
         tokio::runtime::Handle::current(),
         opts.metadata_ttl,
+        opts.xattrs,
     );
     let mut config = fuser::Config::default();
     config.mount_options = vec![
