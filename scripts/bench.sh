@@ -633,8 +633,14 @@ if "contend" in res:
         m / a, "≥ 0.8×, ≤ 1.5 req/line", m / a >= 0.8 and per <= 1.5,
         f"{reqs('contend', total * rounds)} per line (alone: {per_alone:.2f})", io("contend", total * rounds) + " per line",
         "contend",
-        f"{per:.2f} AppendObject+HeadObject per line with 4 writers (alone {per_alone:.2f}): every lost position race costs a 409; "
-        "the writers serialize on one object's position, so the aggregate is bounded by one AppendObject round trip at a time.")
+        f"{per:.2f} AppendObject+HeadObject per line with 4 writers (alone {per_alone:.2f}): every lost position race costs a 409. "
+        "A writer learns where the others left the end only from a 409 (OSS tells nothing else), and each `echo >>` "
+        "waits for its append, so a mount has one line at a time and nothing to batch: strict turn-taking would cost "
+        "a 409 per line. Runs of one writer are what make lines cheaper, and they are bounded (8 chunks, then the "
+        "writer steps aside) so that no mount is starved; a loser's retry after its first loss is immediate, since "
+        "any pause lets a back-to-back winner keep the end. Without these rules: 2.3-3.0 per line. The writers "
+        "also serialize on one object's position, so the aggregate is bounded by one AppendObject round trip at a "
+        "time plus the lost ones.")
 # 7
 if "tail" in res:
     app, fol = res["tail"]["appended"][0], res["tail"]["followed"][0]
