@@ -927,6 +927,9 @@ fn report_ready(outcome: &Result<(), String>) {
     std::env::remove_var(READY_FD_ENV);
 }
 
+/// How long `--embedded` waits for another process to let go of its data directory.
+const EMBEDDED_WAIT: Duration = Duration::from_secs(30);
+
 /// `--embedded[=DIR]`: starts the built-in server on a loopback port with fresh random keys
 /// (it is reachable only through this process) and returns it with its endpoint and keys.
 async fn start_embedded(
@@ -947,9 +950,29 @@ async fn start_embedded(
         buckets: vec![bucket.to_string()],
         ..ServerConfig::default()
     };
-    let srv = server::start(cfg, "127.0.0.1:0".parse().expect("literal address"))
-        .await
-        .with_context(|| format!("starting the embedded server on {}", dir.display()))?;
+    // `umount` returns before the unmounted daemon has drained and let go of the directory:
+    // a mount right after it waits for that rather than failing.
+    let deadline = std::time::Instant::now() + EMBEDDED_WAIT;
+    let mut told = false;
+    let srv = loop {
+        match server::start(cfg.clone(), "127.0.0.1:0".parse().expect("literal address")).await {
+            Err(server::ServerError::Storage {
+                source: server::StoreError::InUse,
+                ..
+            }) if std::time::Instant::now() < deadline => {
+                if !told {
+                    tracing::info!(data_dir = %dir.display(), "the data directory is in use (a mount still draining?); waiting for it");
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => {
+                break other.with_context(|| {
+                    format!("starting the embedded server on {}", dir.display())
+                })?
+            }
+        }
+    };
     let endpoint = srv.endpoint();
     tracing::info!(endpoint = %endpoint, data_dir = %dir.display(), "embedded OSS-compatible server started");
     Ok((srv, endpoint, creds))

@@ -78,7 +78,10 @@ impl DiskStore {
     /// (left by a crash between writing a file and committing it).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         fs::create_dir_all(dir.join("data"))?;
-        let db = Database::create(dir.join("index.redb"))?;
+        let db = match Database::create(dir.join("index.redb")) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse),
+            other => other?,
+        };
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.open_table(BUCKETS)?;

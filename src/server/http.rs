@@ -216,7 +216,7 @@ impl OssError {
                 "MalformedXML",
                 "The XML you provided was not well-formed or did not validate against our published schema.",
             ),
-            StoreError::Io(_) | StoreError::Index(_) => {
+            StoreError::Io(_) | StoreError::Index(_) | StoreError::InUse => {
                 tracing::error!(bucket, key, error = %e, "storage failure");
                 Self::internal("We encountered an internal error. Please try again.")
             }

@@ -140,6 +140,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("index: {0}")]
     Index(String),
+    /// Another process holds the data directory (a mount that is still draining after its
+    /// unmount, or a server already running on it).
+    #[error("the data directory is in use by another process")]
+    InUse,
 }
 
 impl From<redb::Error> for StoreError {
