@@ -425,31 +425,13 @@ impl BlockCache {
         let (p0, p1) = (offset / PIECE, (end - 1) / PIECE);
         {
             let mut inner = self.lock();
-            // Blocks a sequential reader left: used when they hold the whole range.
-            let (b0, b1) = (offset / BLOCK, (end - 1) / BLOCK);
-            let mut blocks = Vec::new();
-            for b in b0..=b1 {
-                let start = b * BLOCK;
-                let need = (start + BLOCK).min(end) - start;
-                match inner.lru.get(&Slot::Block(key_of(b))) {
-                    Some(d) if d.len() as u64 >= need => blocks.push(d.clone()),
-                    _ => break,
-                }
-            }
-            if blocks.len() as u64 == b1 - b0 + 1 {
-                return Ok(join_range(&blocks, b0 * BLOCK, BLOCK, offset, end));
-            }
-            let mut pieces = Vec::new();
-            for p in p0..=p1 {
-                let start = p * PIECE;
-                let need = (start + PIECE).min(end) - start;
-                match inner.lru.get(&Slot::Piece(key_of(p))) {
-                    Some(b) if b.len() as u64 >= need => pieces.push(b.clone()),
-                    _ => break,
-                }
-            }
-            if pieces.len() as u64 == p1 - p0 + 1 {
-                return Ok(join_range(&pieces, p0 * PIECE, PIECE, offset, end));
+            // Blocks a sequential reader left, when they hold the whole range; else pieces.
+            let cached = cached_range(&mut inner, BLOCK, |b| Slot::Block(key_of(b)), offset, end)
+                .or_else(|| {
+                    cached_range(&mut inner, PIECE, |p| Slot::Piece(key_of(p)), offset, end)
+                });
+            if let Some(data) = cached {
+                return Ok(data);
             }
         }
         let first = p0 * PIECE;
@@ -539,6 +521,28 @@ impl BlockCache {
 /// Bytes `offset..end` out of consecutive `parts` of `unit` bytes each (the first at `start`),
 /// each holding at least the bytes of the range that fall in it: a slice when one part holds
 /// them all, else one copy.
+/// Bytes `offset..end` when the cached units of `unit` bytes (blocks or pieces) that `slot`
+/// names hold all of them.
+fn cached_range(
+    inner: &mut Inner,
+    unit: u64,
+    slot: impl Fn(u64) -> Slot,
+    offset: u64,
+    end: u64,
+) -> Option<Bytes> {
+    let (u0, u1) = (offset / unit, (end - 1) / unit);
+    let mut parts = Vec::new();
+    for u in u0..=u1 {
+        let start = u * unit;
+        let need = (start + unit).min(end) - start;
+        match inner.lru.get(&slot(u)) {
+            Some(d) if d.len() as u64 >= need => parts.push(d.clone()),
+            _ => return None,
+        }
+    }
+    Some(join_range(&parts, u0 * unit, unit, offset, end))
+}
+
 fn join_range(parts: &[Bytes], start: u64, unit: u64, offset: u64, end: u64) -> Bytes {
     if let [b] = parts {
         return b.slice((offset - start) as usize..(end - start) as usize);
