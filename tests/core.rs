@@ -1,12 +1,14 @@
 //! The filesystem core without a kernel, against the local server over HTTP: the read path
 //! (block cache, prefetch runs, read-your-writes) and what each operation costs in requests.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use appendfs::client::{Client, ClientConfig, CreateOptions};
 use appendfs::fs::namespace::ROOT;
-use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::fs::{Core, FsConfig, OpenMode};
 use appendfs::oss::Credentials;
 use appendfs::server::{self, RunningServer, ServerConfig};
 use bytes::Bytes;
@@ -31,24 +33,14 @@ async fn setup(cache_size: u64) -> (RunningServer, Client, Arc<Core>) {
     let core = Core::new(
         Arc::new(client.clone()),
         FsConfig {
-            prefix: String::new(),
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-            metadata_ttl: Duration::from_secs(1),
             cache_size,
             max_dirty: 64 * MIB,
-            max_memory: None,
-            read_only: false,
-            stream: StreamConfig {
-                chunk_size: 8 * MIB,
-                flush_interval: Duration::from_millis(50),
-                create: CreateOptions::default(),
-                give_up_after: Duration::from_secs(30),
-            },
-            rescue_dir: std::env::temp_dir()
-                .join(format!("appendfs-core-rescue-{}", std::process::id())),
+            ..common::fs_config(
+                std::env::temp_dir().join(format!("appendfs-core-rescue-{}", std::process::id())),
+                8 * MIB,
+                Duration::from_millis(50),
+                Duration::from_secs(30),
+            )
         },
     );
     (srv, client, core)

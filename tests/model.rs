@@ -13,16 +13,17 @@
 //! Cases the search found stay below as plain regression tests. CI runs a bounded number of
 //! cases (`PROPTEST_CASES`, default 24); `scripts/model.sh` runs a long search.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use appendfs::client::CreateOptions;
 use appendfs::fs::append::rescue;
 use appendfs::fs::namespace::ROOT;
 use appendfs::fs::store::fake::{Call, FakeStore, Fault};
-use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::fs::{Core, FsConfig, OpenMode};
 use appendfs::oss::crc64;
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -43,23 +44,9 @@ fn mount(store: &FakeStore, dir: &std::path::Path, n: usize, budget: Duration) -
     let core = Core::new(
         Arc::new(store.clone()),
         FsConfig {
-            prefix: String::new(),
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
             metadata_ttl: Duration::from_millis(200),
-            cache_size: 1 << 20,
             max_dirty: 4096,
-            max_memory: None,
-            read_only: false,
-            stream: StreamConfig {
-                chunk_size: 64,
-                flush_interval: Duration::from_millis(5),
-                create: CreateOptions::default(),
-                give_up_after: budget,
-            },
-            rescue_dir: rescue_dir.clone(),
+            ..common::fs_config(rescue_dir.clone(), 64, Duration::from_millis(5), budget)
         },
     );
     Mount { core, rescue_dir }
@@ -590,23 +577,13 @@ fn writers_over_the_dirty_limit_prompt_a_send() {
         let core = Core::new(
             Arc::new(store.clone()),
             FsConfig {
-                prefix: String::new(),
-                uid: 0,
-                gid: 0,
-                file_mode: 0o644,
-                dir_mode: 0o755,
-                metadata_ttl: Duration::from_secs(1),
-                cache_size: 1 << 20,
                 max_dirty: 100,
-                max_memory: None,
-                read_only: false,
-                stream: StreamConfig {
-                    chunk_size: 1 << 20,
-                    flush_interval: Duration::from_secs(60),
-                    create: CreateOptions::default(),
-                    give_up_after: Duration::from_secs(10),
-                },
-                rescue_dir: dir.path().join("rescue"),
+                ..common::fs_config(
+                    dir.path().join("rescue"),
+                    1 << 20,
+                    Duration::from_secs(60),
+                    Duration::from_secs(10),
+                )
             },
         );
         let fh = open_append(&core).await;

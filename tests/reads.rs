@@ -3,6 +3,8 @@
 //! that ignores `Range` or sends an endless body). Every read returns bytes the object holds,
 //! or an error; never zeros, never bytes of an object that was replaced.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use appendfs::client::{
 use appendfs::fs::namespace::ROOT;
 use appendfs::fs::store::fake::FakeStore;
 use appendfs::fs::store::Store;
-use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::fs::{Core, FsConfig, OpenMode};
 use appendfs::oss::ObjectMeta;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -38,22 +40,14 @@ fn core_with_cache(
         store,
         FsConfig {
             prefix: prefix.to_string(),
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
             metadata_ttl: Duration::from_millis(100),
             cache_size,
-            max_dirty: 1 << 20,
-            max_memory: None,
-            read_only: false,
-            stream: StreamConfig {
-                chunk_size: 1 << 20,
-                flush_interval: Duration::from_millis(10),
-                create: CreateOptions::default(),
-                give_up_after: Duration::from_secs(5),
-            },
-            rescue_dir: dir.join("rescue"),
+            ..common::fs_config(
+                dir.join("rescue"),
+                1 << 20,
+                Duration::from_millis(10),
+                Duration::from_secs(5),
+            )
         },
     )
 }
@@ -423,23 +417,16 @@ fn one_memory_bound_for_cache_and_buffered_writes() {
         let c = Core::new(
             Arc::new(store.clone()),
             FsConfig {
-                prefix: String::new(),
-                uid: 0,
-                gid: 0,
-                file_mode: 0o644,
-                dir_mode: 0o755,
                 metadata_ttl: Duration::from_secs(5),
                 cache_size: 64 * mb,
                 max_dirty: 64 * mb,
                 max_memory: Some(4 * mb),
-                read_only: false,
-                stream: StreamConfig {
-                    chunk_size: 64 * mb,
-                    flush_interval: Duration::from_secs(60),
-                    create: CreateOptions::default(),
-                    give_up_after: Duration::from_secs(5),
-                },
-                rescue_dir: dir.path().join("rescue"),
+                ..common::fs_config(
+                    dir.path().join("rescue"),
+                    64 * mb,
+                    Duration::from_secs(60),
+                    Duration::from_secs(5),
+                )
             },
         );
         let a = c.lookup(ROOT, "big.bin").await.unwrap();

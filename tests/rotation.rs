@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use appendfs::client::{Client, ClientConfig, CreateOptions};
 use appendfs::fs::namespace::{PosixMeta, ROOT};
-use appendfs::fs::{Core, FsConfig, OpenMode, StreamConfig};
+use appendfs::fs::{Core, FsConfig, OpenMode};
 use appendfs::oss::Credentials;
 use appendfs::server::{self, ServerConfig};
 use bytes::Bytes;
@@ -547,24 +547,14 @@ async fn core_rules() {
     let core = Core::new(
         Arc::new(client.clone()),
         FsConfig {
-            prefix: String::new(),
-            uid: 0,
-            gid: 0,
-            file_mode: 0o644,
-            dir_mode: 0o755,
-            metadata_ttl: Duration::from_secs(1),
-            cache_size: 1 << 20,
             max_dirty: 1 << 24,
-            max_memory: None,
-            read_only: false,
-            stream: StreamConfig {
-                chunk_size: 1 << 20,
-                flush_interval: Duration::from_millis(50),
-                create: CreateOptions::default(),
-                give_up_after: Duration::from_secs(30),
-            },
-            rescue_dir: std::env::temp_dir()
-                .join(format!("appendfs-rotation-rescue-{}", std::process::id())),
+            ..fs_config(
+                std::env::temp_dir()
+                    .join(format!("appendfs-rotation-rescue-{}", std::process::id())),
+                1 << 20,
+                Duration::from_millis(50),
+                Duration::from_secs(30),
+            )
         },
     );
     let rw = OpenMode {

@@ -790,3 +790,34 @@ impl Drop for Feeder {
         }
     }
 }
+
+/// A core's configuration for tests without a mount: owner root, modes 0644/0755, a 1 s
+/// metadata TTL, 1 MiB of cache and of dirty bytes, no shared bound, new objects with OSS's
+/// defaults; the stream's chunk size, flush interval and retry budget given. Tests set what
+/// they need on top (`FsConfig { cache_size: .., ..fs_config(..) }`).
+pub fn fs_config(
+    rescue_dir: PathBuf,
+    chunk_size: u64,
+    flush_interval: Duration,
+    give_up_after: Duration,
+) -> appendfs::fs::FsConfig {
+    appendfs::fs::FsConfig {
+        prefix: String::new(),
+        uid: 0,
+        gid: 0,
+        file_mode: 0o644,
+        dir_mode: 0o755,
+        metadata_ttl: Duration::from_secs(1),
+        cache_size: 1 << 20,
+        max_dirty: 1 << 20,
+        max_memory: None,
+        read_only: false,
+        stream: appendfs::fs::StreamConfig {
+            chunk_size,
+            flush_interval,
+            create: CreateOptions::default(),
+            give_up_after,
+        },
+        rescue_dir,
+    }
+}
