@@ -129,13 +129,13 @@ pub struct RangeData {
     pub request_id: String,
 }
 
-/// Reads `limit` bytes after skipping `skip` from `body`, then stops (dropping the rest of the
-/// answer and its connection). With `exact`, the body must hold exactly `limit` bytes: one more
-/// is an error (a server that sends more than its Content-Range said).
 /// Most bytes reserved up front for an answer (by what it announced, so a lying one cannot make
 /// us allocate more than this before sending the bytes).
 const MAX_PREALLOC: u64 = 64 << 20;
 
+/// Reads `limit` bytes after skipping `skip` from `body`, then stops (dropping the rest of the
+/// answer and its connection). With `exact`, the body must hold exactly `limit` bytes: one more
+/// is an error (a server that sends more than its Content-Range said).
 async fn read_bounded(
     key: &str,
     request_id: &str,
